@@ -3,6 +3,7 @@ module github.com/tcpsentry/tcpsentry
 go 1.26.8
 
 require (
+	github.com/goccy/go-yaml v1.19.2 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/gopacket/gopacket v1.7.7 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect

@@ -1,0 +1,111 @@
+package config
+
+import "fmt"
+
+// Detectors holds each detector's switch and thresholds, keyed by the
+// detector names of DESIGN.md.
+type Detectors struct {
+	SuspiciousPort       Toggle          `yaml:"suspicious-port"`
+	UnauthorizedListener Toggle          `yaml:"unauthorized-listener"`
+	MissingService       Toggle          `yaml:"missing-service"`
+	StatePile            StatePile       `yaml:"state-pile"`
+	LongConnection       LongConnection  `yaml:"long-connection"`
+	ReverseShell         ReverseShell    `yaml:"reverse-shell"`
+	ProcessNetwork       ProcessNetwork  `yaml:"process-network"`
+	LateralMovement      LateralMovement `yaml:"lateral-movement"`
+	Egress               Egress          `yaml:"egress"`
+	BlocklistedIP        Toggle          `yaml:"blocklisted-ip"`
+}
+
+// Toggle is a detector with no thresholds.
+type Toggle struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// StatePile thresholds: counts of sockets in one state per listener or process.
+type StatePile struct {
+	Enabled   bool `yaml:"enabled"`
+	SynRecv   int  `yaml:"syn_recv"`   // half-open connections on one listener (SYN flood)
+	SynSent   int  `yaml:"syn_sent"`   // outstanding connection attempts of one process (scan, worm)
+	CloseWait int  `yaml:"close_wait"` // connections one process never closed (stuck or abused service)
+}
+
+// LongConnection thresholds on connection age.
+type LongConnection struct {
+	Enabled bool     `yaml:"enabled"`
+	Medium  Duration `yaml:"medium"` // age reported at medium
+	High    Duration `yaml:"high"`   // age reported at high
+	// IgnoreProcesses are expected to hold long sessions (sshd, databases).
+	IgnoreProcesses []string `yaml:"ignore_processes"`
+}
+
+// ReverseShell lists programs that must not have a socket as stdio.
+type ReverseShell struct {
+	Enabled      bool     `yaml:"enabled"`
+	Interpreters []string `yaml:"interpreters"`
+}
+
+// ProcessNetwork restricts which processes may use the network.
+type ProcessNetwork struct {
+	Enabled bool          `yaml:"enabled"`
+	Rules   []ProcessRule `yaml:"rules"`
+	// Baseline flags what a learned per-executable profile has not seen.
+	Baseline bool `yaml:"baseline"`
+}
+
+// ProcessRule is a policy for one process name (or exe path).
+type ProcessRule struct {
+	Process       string   `yaml:"process"`
+	Deny          bool     `yaml:"deny"`           // must not use the network at all
+	AllowPorts    []Port   `yaml:"allow_ports"`    // remote ports it may connect to
+	AllowNetworks []Prefix `yaml:"allow_networks"` // remote networks it may connect to
+	Severity      Severity `yaml:"severity"`
+}
+
+// LateralMovement watches internal→internal admin protocols.
+type LateralMovement struct {
+	Enabled    bool   `yaml:"enabled"`
+	AdminPorts []Port `yaml:"admin_ports"`
+}
+
+// Egress watches internal→external connections.
+type Egress struct {
+	Enabled bool `yaml:"enabled"`
+	// AllowedPorts are remote ports any process may reach outside.
+	AllowedPorts []Port `yaml:"allowed_ports"`
+}
+
+// semantic checks relations between values; report names the YAML path.
+func (c *Config) semantic(report func(path string, err error)) {
+	if l := c.Listeners.Loopback; l != "low" && l != "ignore" {
+		report("$.listeners.loopback", fmt.Errorf("%q: want low or ignore", l))
+	}
+	sp := c.Detectors.StatePile
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"syn_recv", sp.SynRecv}, {"syn_sent", sp.SynSent}, {"close_wait", sp.CloseWait}} {
+		if v.n < 1 {
+			report("$.detectors.state-pile."+v.key, fmt.Errorf("%d: must be at least 1", v.n))
+		}
+	}
+	lc := c.Detectors.LongConnection
+	if lc.High.Duration < lc.Medium.Duration {
+		report("$.detectors.long-connection.high", fmt.Errorf("%v is shorter than medium (%v)", lc.High.Duration, lc.Medium.Duration))
+	}
+	for i, f := range c.Intel.Feeds {
+		switch f.Format {
+		case "", "auto", "plain", "netset", "drop":
+		default:
+			report(fmt.Sprintf("$.intel.feeds[%d].format", i), fmt.Errorf("%q: want auto, plain, netset or drop", f.Format))
+		}
+		if f.Path == "" {
+			report(fmt.Sprintf("$.intel.feeds[%d].path", i), fmt.Errorf("missing"))
+		}
+	}
+	for i, r := range c.Detectors.ProcessNetwork.Rules {
+		if r.Process == "" {
+			report(fmt.Sprintf("$.detectors.process-network.rules[%d].process", i), fmt.Errorf("missing"))
+		}
+	}
+}
