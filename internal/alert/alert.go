@@ -268,7 +268,8 @@ func (g *Aggregator) Add(a Alert) {
 // Len is the number of distinct findings.
 func (g *Aggregator) Len() int { return len(g.order) }
 
-// Alerts returns the findings, most severe first, then by first seen, then id.
+// Alerts returns the findings, most severe first, then by first seen, then
+// in the order they were first emitted (detectors emit deterministically).
 func (g *Aggregator) Alerts() []Alert {
 	out := make([]Alert, 0, len(g.order))
 	for _, id := range g.order {
@@ -278,10 +279,7 @@ func (g *Aggregator) Alerts() []Alert {
 		if out[i].Severity != out[j].Severity {
 			return out[i].Severity > out[j].Severity
 		}
-		if !out[i].FirstSeen.Equal(out[j].FirstSeen) {
-			return out[i].FirstSeen.Before(out[j].FirstSeen)
-		}
-		return out[i].ID < out[j].ID
+		return out[i].FirstSeen.Before(out[j].FirstSeen)
 	})
 	return out
 }

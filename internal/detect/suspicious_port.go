@@ -1,0 +1,170 @@
+package detect
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/tcpsentry/tcpsentry/internal/alert"
+	"github.com/tcpsentry/tcpsentry/internal/config"
+	"github.com/tcpsentry/tcpsentry/internal/model"
+)
+
+// SuspiciousPort reports listeners and connections on ports with a history
+// of abuse, and well-known services listening where they do not belong.
+type SuspiciousPort struct {
+	ports    map[portKey]config.SuspiciousPort
+	services []config.ServicePorts
+}
+
+type portKey struct {
+	proto model.Proto
+	port  uint16
+}
+
+func protoOf(p config.Proto) model.Proto {
+	if p == "udp" {
+		return model.ProtoUDP
+	}
+	return model.ProtoTCP
+}
+
+// NewSuspiciousPort builds the detector from the config's port lists.
+func NewSuspiciousPort(cfg *config.Config) *SuspiciousPort {
+	d := &SuspiciousPort{ports: map[portKey]config.SuspiciousPort{}, services: cfg.Ports.Services}
+	for _, p := range cfg.Ports.Suspicious {
+		d.ports[portKey{protoOf(p.Proto), uint16(p.Port)}] = p
+	}
+	return d
+}
+
+// Name implements Detector.
+func (*SuspiciousPort) Name() string { return "suspicious-port" }
+
+// ObserveSnapshot implements SnapshotDetector.
+func (d *SuspiciousPort) ObserveSnapshot(snap *model.Snapshot, emit Emit) {
+	ix := newListenerIndex(snap)
+	for i := range snap.Sockets {
+		s := &snap.Sockets[i]
+		proc := firstOwner(snap, s)
+		if s.IsListener() {
+			if p, ok := d.ports[portKey{s.Proto, s.Local.Port()}]; ok {
+				emit(d.alert(snap, ix, s, proc, p, fmt.Sprintf("listener on suspicious port %s/%d", s.Proto, s.Local.Port()),
+					fmt.Sprintf("listener %s %s %s", s.Netns, s.Proto, s.Local), "local"))
+			}
+			if proc != nil && s.Proto == model.ProtoTCP {
+				d.checkService(snap, ix, s, proc, emit)
+			}
+			continue
+		}
+		if !s.Remote.Addr().IsValid() || s.Remote.Port() == 0 {
+			continue
+		}
+		// A connection whose remote port is suspicious (we dialled it), or
+		// whose local port is (someone reached our suspicious listener).
+		if p, ok := d.ports[portKey{s.Proto, s.Remote.Port()}]; ok {
+			emit(d.alert(snap, ix, s, proc, p, fmt.Sprintf("connection to suspicious port %s %v", s.Proto, s.Remote),
+				fmt.Sprintf("conn %s %s %s→%s", s.Netns, s.Proto, s.Local.Addr(), s.Remote), "remote"))
+		} else if p, ok := d.ports[portKey{s.Proto, s.Local.Port()}]; ok && s.State != model.StateSynRecv {
+			emit(d.alert(snap, ix, s, proc, p, fmt.Sprintf("connection from %v on suspicious port %s/%d", s.Remote.Addr(), s.Proto, s.Local.Port()),
+				fmt.Sprintf("conn %s %s %s←%s", s.Netns, s.Proto, s.Local, s.Remote.Addr()), "local"))
+		}
+	}
+}
+
+func (d *SuspiciousPort) alert(snap *model.Snapshot, ix listenerIndex, s *model.Socket, proc *model.Process, p config.SuspiciousPort, title, entity, side string) alert.Alert {
+	a := socketAlert(snap, s, proc, ix)
+	a.Entity = entity
+	a.Title = title
+	a.Severity = p.Severity.Severity
+	a.Confidence = 0.6
+	// T1571 non-standard port; a backdoor listener is also persistence (T1205 is traffic signalling, not this).
+	a.Attack = []string{"T1571"}
+	a.Evidence = map[string]any{"port": p.Port, "side": side, "reason": p.Reason, "state": model.SocketStateName(s.Proto, s.State)}
+	return a
+}
+
+// checkService reports a known service's process listening off its ports.
+func (d *SuspiciousPort) checkService(snap *model.Snapshot, ix listenerIndex, s *model.Socket, proc *model.Process, emit Emit) {
+	for _, svc := range d.services {
+		named := false
+		for _, n := range svc.Processes {
+			if processMatches(proc, n) {
+				named = true
+				break
+			}
+		}
+		if !named {
+			continue
+		}
+		for _, p := range svc.Ports {
+			if uint16(p) == s.Local.Port() {
+				return
+			}
+		}
+		a := socketAlert(snap, s, proc, ix)
+		a.Entity = fmt.Sprintf("service %s %s %s", svc.Name, s.Netns, s.Local)
+		a.Title = fmt.Sprintf("%s (%s) listening on non-standard port %d", svc.Name, proc.Name, s.Local.Port())
+		a.Severity = alert.Low
+		a.Confidence = 0.5
+		a.Attack = []string{"T1571"}
+		a.Evidence = map[string]any{"service": svc.Name, "port": s.Local.Port(), "standard_ports": svc.Ports}
+		emit(a)
+		return
+	}
+}
+
+// socketAlert fills the entity fields every socket-based alert shares.
+// Src is the originator: the remote end for an accepted connection, us for
+// one we dialled or a listener.
+func socketAlert(snap *model.Snapshot, s *model.Socket, proc *model.Process, ix listenerIndex) alert.Alert {
+	a := alert.Alert{
+		Proto:     s.Proto,
+		Process:   alert.RefOf(proc),
+		FirstSeen: seen(snap),
+		LastSeen:  seen(snap),
+	}
+	if s.IsListener() || !s.Remote.Addr().IsValid() || s.Remote.Addr().IsUnspecified() {
+		a.Dst, a.DstPort, a.HasDstPort = s.Local.Addr().Unmap(), s.Local.Port(), true
+		return a
+	}
+	local, remote := s.Local, s.Remote
+	if ix.accepted(s) {
+		a.Src, a.SrcPort, a.HasSrcPort = remote.Addr().Unmap(), remote.Port(), true
+		a.Dst, a.DstPort, a.HasDstPort = local.Addr().Unmap(), local.Port(), true
+	} else {
+		a.Src, a.SrcPort, a.HasSrcPort = local.Addr().Unmap(), local.Port(), true
+		a.Dst, a.DstPort, a.HasDstPort = remote.Addr().Unmap(), remote.Port(), true
+	}
+	return a
+}
+
+// listenerIndex says in O(1) whether a connected socket was accepted
+// from a local listener (same netns and port, its address or any).
+type listenerIndex map[listenKey]bool
+
+type listenKey struct {
+	netns string
+	proto model.Proto
+	addr  netip.Addr
+	port  uint16
+}
+
+func newListenerIndex(snap *model.Snapshot) listenerIndex {
+	ix := listenerIndex{}
+	for i := range snap.Sockets {
+		l := &snap.Sockets[i]
+		if l.Proto == model.ProtoTCP && l.State == model.StateListen {
+			a := l.Local.Addr().Unmap()
+			if a.IsUnspecified() {
+				a = netip.Addr{}
+			}
+			ix[listenKey{l.Netns, l.Proto, a, l.Local.Port()}] = true
+		}
+	}
+	return ix
+}
+
+func (ix listenerIndex) accepted(s *model.Socket) bool {
+	return ix[listenKey{s.Netns, s.Proto, s.Local.Addr().Unmap(), s.Local.Port()}] ||
+		ix[listenKey{s.Netns, s.Proto, netip.Addr{}, s.Local.Port()}]
+}
