@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -476,4 +477,82 @@ func FuzzLinkLayer(f *testing.F) {
 			t.Fatalf("payload longer than frame")
 		}
 	})
+}
+
+// readLog reads every packet and error of r into a comparable log.
+func readLog(r *Reader) string {
+	var b strings.Builder
+	var p Packet
+	for i := 0; i < 1_000_000; i++ {
+		err := r.Next(&p)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fmt.Fprintf(&b, "error %v; offset %d\n", err, r.Offset())
+			continue
+		}
+		fmt.Fprintf(&b, "%d %v %d %d %d %x %x; offset %d\n", p.Num, p.Time, p.WireLen, p.Link, len(p.Data), p.Data[:min(len(p.Data), 8)], p.Data[max(len(p.Data)-8, 0):], r.Offset())
+	}
+	return b.String()
+}
+
+// TestMappedMatchesBuffered: a file read through its memory map (Open)
+// gives the same packets, errors and offsets as through a buffered reader
+// (NewReader), whole or cut anywhere, with records larger than the read
+// buffer and than the map window.
+func TestMappedMatchesBuffered(t *testing.T) {
+	big := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i * 7)
+		}
+		return b
+	}
+	crafted := map[string][]byte{
+		"big-records.pcap": pcapBytes(binary.LittleEndian, true, 1, frame(1), big(bufSize+1000), frame(2), big(mapWindow+5000), frame(3)),
+		"big-block.pcapng": slices.Concat(ngSHB(binary.LittleEndian), ngIDB(binary.LittleEndian, 1, 6),
+			ngEPB(binary.LittleEndian, 0, 1, frame(1)), ngEPB(binary.LittleEndian, 0, 2, big(bufSize+3)), ngEPB(binary.LittleEndian, 0, 3, frame(2))),
+	}
+	inputs := map[string][]byte{}
+	for name, b := range crafted {
+		inputs[name] = b
+		for _, cut := range []int{len(b) - 1, len(b) - 10, len(b) / 2, len(b) / 3, 40, 30, 24, 23} {
+			inputs[fmt.Sprintf("%s cut at %d", name, cut)] = b[:cut]
+		}
+	}
+	for _, p := range robustnessFiles(t) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs[p] = b
+	}
+	dir := t.TempDir()
+	for name, b := range inputs {
+		path := filepath.Join(dir, "x")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var mapped, buffered string
+		if r, err := Open(path); err != nil {
+			mapped = "open: " + err.Error()
+		} else {
+			mapped = readLog(r)
+			r.Close()
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := NewReader(f, path); err != nil {
+			buffered = "open: " + err.Error()
+		} else {
+			buffered = readLog(r)
+		}
+		f.Close()
+		if mapped != buffered {
+			t.Errorf("%s: mapped and buffered reads differ\nmapped:\n%s\nbuffered:\n%s", name, mapped, buffered)
+		}
+	}
 }

@@ -19,7 +19,7 @@ const (
 )
 
 type pcapReader struct {
-	r       *countingReader
+	r       *source
 	file    string
 	bo      binary.ByteOrder
 	nano    bool
@@ -27,11 +27,9 @@ type pcapReader struct {
 	link    LinkType
 	snaplen uint32
 	num     int
-	hdr     [24]byte
-	buf     []byte
 }
 
-func newPcap(r *countingReader, file string, magic [4]byte) (*pcapReader, error) {
+func newPcap(r *source, file string, magic [4]byte) (*pcapReader, error) {
 	p := &pcapReader{r: r, file: file, recHdr: 16}
 	switch binary.LittleEndian.Uint32(magic[:]) {
 	case pcapMagicMicro:
@@ -50,7 +48,7 @@ func newPcap(r *countingReader, file string, magic [4]byte) (*pcapReader, error)
 		return nil, &Error{File: file, Field: "magic", Err: fmt.Errorf("%w: magic %x", ErrNotCapture, magic), Fatal: true}
 	}
 	var h [20]byte
-	if err := readFull(r, h[:]); err != nil {
+	if err := r.read(h[:]); err != nil {
 		return nil, &Error{File: file, Offset: 4, Field: "file header", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 	}
 	// h: version major(2) minor(2) thiszone(4) sigfigs(4) snaplen(4) network(4)
@@ -63,25 +61,29 @@ func newPcap(r *countingReader, file string, magic [4]byte) (*pcapReader, error)
 func (p *pcapReader) name() string { return "pcap" }
 
 func (p *pcapReader) next(pkt *Packet) error {
-	off := p.r.n
-	h := p.hdr[:p.recHdr]
-	if err := readFull(p.r, h); err != nil {
+	off := p.r.offset()
+	h, err := p.r.next(p.recHdr)
+	if err != nil {
 		if err == io.EOF {
 			return io.EOF
 		}
 		return &Error{File: p.file, Packet: p.num + 1, Offset: off, Field: "record header", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 	}
 	p.num++
-	sec := p.bo.Uint32(h[0:4])
-	frac := p.bo.Uint32(h[4:8])
-	incl := p.bo.Uint32(h[8:12])
-	orig := p.bo.Uint32(h[12:16])
+	var sec, frac, incl, orig uint32
+	if p.bo == binary.LittleEndian {
+		// The common case, without the interface calls.
+		le := binary.LittleEndian
+		sec, frac, incl, orig = le.Uint32(h[0:4]), le.Uint32(h[4:8]), le.Uint32(h[8:12]), le.Uint32(h[12:16])
+	} else {
+		sec, frac, incl, orig = p.bo.Uint32(h[0:4]), p.bo.Uint32(h[4:8]), p.bo.Uint32(h[8:12]), p.bo.Uint32(h[12:16])
+	}
 	if incl > maxRecord {
 		// Without a trustworthy length there is no next record to find.
 		return &Error{File: p.file, Packet: p.num, Offset: off, Field: "incl_len", Err: fmt.Errorf("captured length %d exceeds %d", incl, maxRecord), Fatal: true}
 	}
-	p.buf = grow(p.buf, int(incl))
-	if err := readFull(p.r, p.buf); err != nil {
+	data, err := p.r.next(int(incl))
+	if err != nil {
 		return &Error{File: p.file, Packet: p.num, Offset: off, Field: "packet data", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 	}
 	ns := int64(frac)
@@ -94,6 +96,6 @@ func (p *pcapReader) next(pkt *Packet) error {
 	if orig < incl {
 		orig = incl
 	}
-	*pkt = Packet{Time: time.Unix(int64(sec), ns).UTC(), Data: p.buf, WireLen: int(orig), Link: p.link, Num: p.num}
+	*pkt = Packet{Time: time.Unix(int64(sec), ns).UTC(), Data: data, WireLen: int(orig), Link: p.link, Num: p.num}
 	return nil
 }

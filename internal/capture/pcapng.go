@@ -28,16 +28,14 @@ type ngIface struct {
 }
 
 type ngReader struct {
-	r      *countingReader
+	r      *source
 	file   string
 	bo     binary.ByteOrder
 	ifaces []ngIface
 	num    int // blocks read, so errors point at the right one
-	hdr    [8]byte
-	buf    []byte
 }
 
-func newNG(r *countingReader, file string) (*ngReader, error) {
+func newNG(r *source, file string) (*ngReader, error) {
 	ng := &ngReader{r: r, file: file}
 	// The caller consumed the SHB type; read the rest of the first block.
 	if err := ng.readSHB(0); err != nil {
@@ -52,8 +50,8 @@ func (ng *ngReader) name() string { return "pcapng" }
 // readSHB reads a Section Header Block after its type field: it fixes the
 // byte order for the section and forgets the previous section's interfaces.
 func (ng *ngReader) readSHB(off int64) *Error {
-	var h [8]byte // block length, byte-order magic
-	if err := readFull(ng.r, h[:]); err != nil {
+	h, err := ng.r.next(8) // block length, byte-order magic
+	if err != nil {
 		return &Error{File: ng.file, Packet: ng.num, Offset: off, Field: "section header", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 	}
 	switch {
@@ -68,8 +66,7 @@ func (ng *ngReader) readSHB(off int64) *Error {
 	if n < 28 || n%4 != 0 || n > maxRecord {
 		return &Error{File: ng.file, Packet: ng.num, Offset: off, Field: "section header length", Err: fmt.Errorf("bad block length %d", n), Fatal: true}
 	}
-	ng.buf = grow(ng.buf, int(n)-12)
-	if err := readFull(ng.r, ng.buf); err != nil {
+	if _, err := ng.r.next(int(n) - 12); err != nil {
 		return &Error{File: ng.file, Packet: ng.num, Offset: off, Field: "section header", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 	}
 	ng.ifaces = ng.ifaces[:0]
@@ -78,37 +75,38 @@ func (ng *ngReader) readSHB(off int64) *Error {
 
 func (ng *ngReader) next(pkt *Packet) error {
 	for {
-		off := ng.r.n
-		if err := readFull(ng.r, ng.hdr[:4]); err != nil {
+		off := ng.r.offset()
+		typ, err := ng.r.next(4)
+		if err != nil {
 			if err == io.EOF {
 				return io.EOF
 			}
 			return &Error{File: ng.file, Packet: ng.num + 1, Offset: off, Field: "block type", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 		}
 		ng.num++
-		if binary.LittleEndian.Uint32(ng.hdr[:4]) == ngBlockSHB {
+		if binary.LittleEndian.Uint32(typ) == ngBlockSHB {
 			if err := ng.readSHB(off); err != nil {
 				return err
 			}
 			continue
 		}
-		btype := ng.bo.Uint32(ng.hdr[:4])
-		if err := readFull(ng.r, ng.hdr[4:8]); err != nil {
+		btype := ng.bo.Uint32(typ)
+		l, err := ng.r.next(4)
+		if err != nil {
 			return &Error{File: ng.file, Packet: ng.num, Offset: off, Field: "block length", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 		}
-		blen := ng.bo.Uint32(ng.hdr[4:8])
+		blen := ng.bo.Uint32(l)
 		if blen < 12 || blen > maxRecord {
 			return &Error{File: ng.file, Packet: ng.num, Offset: off, Field: "block length", Err: fmt.Errorf("bad block length %d", blen), Fatal: true}
 		}
 		// Round up: some writers forget the padding in the length field.
 		body := int(blen) - 12
 		padded := (body + 3) &^ 3
-		ng.buf = grow(ng.buf, padded+4)
-		if err := readFull(ng.r, ng.buf); err != nil {
+		buf, err := ng.r.next(padded + 4)
+		if err != nil {
 			return &Error{File: ng.file, Packet: ng.num, Offset: off, Field: "block body", Err: fmt.Errorf("truncated: %w", err), Fatal: true}
 		}
-		b := ng.buf[:body]
-		var err error
+		b := buf[:body]
 		switch btype {
 		case ngBlockIDB:
 			err = ng.idb(b)

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -43,9 +44,80 @@ func (d *ReverseShell) isInterpreter(p *model.Process) bool {
 
 type procSockets struct {
 	stdio  []*model.Socket // connected sockets on fd 0, 1 or 2
+	relay  *relay          // stdio piped to a process holding a remote connection
 	fds    map[*model.Socket][]int32
 	remote []*model.Socket // connected sockets to other hosts
 	local  int             // connected sockets to this host, and listeners
+}
+
+// relay is a shell's stdio reaching the network through another process.
+type relay struct {
+	via  *model.Process
+	sock *model.Socket
+	fds  []int32
+}
+
+// relays finds interpreters whose stdin or stdout is a pipe shared with a
+// process that holds a connected socket (`ncat -e`, `socat EXEC:`), and
+// records them in byPID.
+func (d *ReverseShell) relays(snap *model.Snapshot, byPID map[int32]*procSockets) {
+	if len(snap.Pipes) == 0 {
+		return
+	}
+	connected := map[int32]*model.Socket{} // first connected TCP socket per holder
+	for i := range snap.Sockets {
+		s := &snap.Sockets[i]
+		if s.Proto != model.ProtoTCP || s.State != model.StateEstablished {
+			continue
+		}
+		for _, o := range s.Owners {
+			if cur, ok := connected[o.PID]; !ok || (!isRemote(cur.Remote.Addr()) && isRemote(s.Remote.Addr())) {
+				connected[o.PID] = s
+			}
+		}
+	}
+	inodes := make([]uint64, 0, len(snap.Pipes))
+	for ino := range snap.Pipes {
+		inodes = append(inodes, ino)
+	}
+	slices.Sort(inodes)
+	for _, ino := range inodes {
+		owners := snap.Pipes[ino]
+		for _, o := range owners {
+			p := snap.Processes[o.PID]
+			if p == nil || !d.isInterpreter(p) {
+				continue
+			}
+			var stdio []int32
+			for _, fd := range o.FDs {
+				if fd <= 1 { // stdin or stdout: the command channel
+					stdio = append(stdio, fd)
+				}
+			}
+			if len(stdio) == 0 {
+				continue
+			}
+			for _, q := range owners {
+				s := connected[q.PID]
+				via := snap.Processes[q.PID]
+				if q.PID == o.PID || s == nil || via == nil {
+					continue
+				}
+				ps := byPID[o.PID]
+				if ps == nil {
+					ps = &procSockets{fds: map[*model.Socket][]int32{}}
+					byPID[o.PID] = ps
+				}
+				if ps.relay == nil {
+					ps.relay = &relay{via: via, sock: s}
+				}
+				if ps.relay.via == via {
+					ps.relay.fds = append(ps.relay.fds, stdio...)
+				}
+				break
+			}
+		}
+	}
 }
 
 // ObserveSnapshot implements SnapshotDetector.
@@ -88,6 +160,7 @@ func (d *ReverseShell) ObserveSnapshot(snap *model.Snapshot, emit Emit) {
 			}
 		}
 	}
+	d.relays(snap, byPID)
 	pids := make([]int32, 0, len(byPID))
 	for pid := range byPID {
 		pids = append(pids, pid)
@@ -97,6 +170,26 @@ func (d *ReverseShell) ObserveSnapshot(snap *model.Snapshot, emit Emit) {
 	for _, pid := range pids {
 		ps, p := byPID[pid], snap.Processes[pid]
 		switch {
+		case ps.relay != nil:
+			r := ps.relay
+			a := socketAlert(snap, r.sock, p, ix)
+			a.Entity = fmt.Sprintf("relay pid %d %s", pid, r.sock.Remote)
+			a.Title = fmt.Sprintf("%s (pid %d) has its standard I/O piped to %s (pid %d), connected to %v",
+				p.Name, pid, r.via.Name, r.via.PID, r.sock.Remote)
+			a.Severity, a.Confidence = alert.Critical, 0.9
+			if !isRemote(r.sock.Remote.Addr()) {
+				a.Severity, a.Confidence = alert.High, 0.6
+			}
+			a.Attack = []string{"T1059", "T1059.004"}
+			a.Evidence = map[string]any{
+				"shape":     "stdio_pipe_relay",
+				"stdio_fd":  r.fds,
+				"relay_pid": r.via.PID,
+				"relay":     r.via.Name,
+				"peer":      r.sock.Remote.String(),
+				"has_tty":   p.TTY != 0,
+			}
+			emit(a)
 		case len(ps.stdio) > 0:
 			s := ps.stdio[0]
 			a := socketAlert(snap, s, p, ix)

@@ -243,6 +243,31 @@ func TestReverseShell(t *testing.T) {
 	}
 }
 
+func TestReverseShellPipeRelay(t *testing.T) {
+	// ncat -e /bin/sh: ncat holds the socket and talks to the shell over
+	// two pipes; the shell holds no socket at all.
+	b := newSnap().proc(20, "ncat", "/usr/bin/ncat", 0, time.Minute).proc(21, "sh", "/usr/bin/dash", 0, time.Minute).
+		proc(30, "make", "/usr/bin/make", 0, time.Minute).proc(31, "bash", "/usr/bin/bash", 0, time.Minute).
+		proc(40, "curl", "/usr/bin/curl", 0, time.Minute)
+	b.sock(model.ProtoTCP, model.StateEstablished, "10.0.0.5:40000", "198.51.100.66:8443", 20, 3)
+	b.sock(model.ProtoTCP, model.StateEstablished, "10.0.0.5:40001", "198.51.100.7:443", 40, 3)
+	b.snap.Pipes = map[uint64][]model.Owner{
+		900: {{PID: 20, FDs: []int32{5}}, {PID: 21, FDs: []int32{0}}},
+		901: {{PID: 20, FDs: []int32{6}}, {PID: 21, FDs: []int32{1}}},
+		// make's child bash shares a pipe with curl's parent, but curl has
+		// it on stderr only and bash on fd 4: not a command channel.
+		902: {{PID: 31, FDs: []int32{4}}, {PID: 40, FDs: []int32{2}}},
+	}
+	got := observe(NewReverseShell(defaults(t)), b.snap)
+	check(t, got, []want{
+		{alert.Critical, "sh (pid 21) has its standard I/O piped to ncat (pid 20), connected to 198.51.100.66:8443", 21},
+		{alert.High, "interpreter ncat (pid 20) without a terminal talks only to 198.51.100.66:8443", 20},
+	})
+	if fds, _ := got[0].Evidence["stdio_fd"].([]int32); len(fds) != 2 || got[0].Evidence["relay_pid"] != int32(20) {
+		t.Errorf("evidence = %v", got[0].Evidence)
+	}
+}
+
 type profiles map[string]*baseline.Profile
 
 func (p profiles) Profile(k string) (*baseline.Profile, bool) { v, ok := p[k]; return v, ok }

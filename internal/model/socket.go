@@ -194,7 +194,11 @@ type Snapshot struct {
 	Time      time.Time          // when the enumeration started
 	Host      string             // host name
 	Sockets   []Socket           // all namespaces requested, in kernel order per namespace
-	Processes map[int32]*Process // every process that owns at least one socket
+	Processes map[int32]*Process // every process that owns at least one socket, and the relay peers below
+	// Pipes maps a pipe inode to the processes holding it, for pipes shared
+	// between a socket holder and another process: how a shell spawned by
+	// `ncat -e` reaches the network without holding the socket itself.
+	Pipes map[uint64][]Owner
 	// Warnings say, once each, what could not be read and why (privileges,
 	// a refused netlink family, a missing conntrack); the data that could be
 	// read is still in the snapshot.

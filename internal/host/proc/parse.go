@@ -98,8 +98,12 @@ func parseHex(b []byte, bits uint) (uint64, error) {
 // parseSocketLink returns the inode of an fd link target of the form
 // "socket:[INODE]"; ok is false for any other target (files, pipes,
 // anon inodes) or a malformed number.
-func parseSocketLink(b []byte) (inode uint64, ok bool) {
-	const prefix = "socket:["
+func parseSocketLink(b []byte) (inode uint64, ok bool) { return parseInodeLink(b, "socket:[") }
+
+// parsePipeLink recognises "pipe:[INODE]", the target of a pipe descriptor.
+func parsePipeLink(b []byte) (inode uint64, ok bool) { return parseInodeLink(b, "pipe:[") }
+
+func parseInodeLink(b []byte, prefix string) (inode uint64, ok bool) {
 	if len(b) < len(prefix)+2 || string(b[:len(prefix)]) != prefix || b[len(b)-1] != ']' {
 		return 0, false
 	}

@@ -59,6 +59,9 @@ type Table struct {
 	// Denied counts processes whose descriptors could not be read for lack
 	// of privilege; their sockets have no owner in Owners.
 	Denied int
+	// Pipes maps a pipe inode to its holders, for pipes shared between a
+	// socket holder and another process (a shell relayed to the network).
+	Pipes map[uint64][]model.Owner
 	// DeniedPIDs names the first few of them, sorted.
 	DeniedPIDs []int32
 	// Gone counts processes that exited during the scan and were skipped.
@@ -207,16 +210,63 @@ func scan(ctx context.Context, opts Options, h hooks) (*Table, error) {
 	t.Errors = errs[:min(len(errs), maxErrors)]
 
 	refs := make([]sockRef, 0, total)
+	var pipes []sockRef
 	t.Processes = make(map[int32]*model.Process, nprocs)
 	for _, w := range ws {
 		refs = append(refs, w.refs...)
+		pipes = append(pipes, w.pipes...)
 		for _, p := range w.procs {
 			p.User = users[p.UID]
 			t.Processes[p.PID] = p
 		}
 	}
 	t.Owners = groupOwners(refs)
+	t.Pipes = relayPipes(groupOwners(pipes), t.Processes)
+	// The other ends of relay pipes on stdin, stdout or stderr are the
+	// shells and interpreters a socket holder feeds: read their details too.
+	for _, owners := range t.Pipes {
+		for _, o := range owners {
+			if _, ok := t.Processes[o.PID]; ok || o.FDs[0] > 2 {
+				continue
+			}
+			if p := ws[0].detailsOf(o.PID); p != nil {
+				p.User = users[p.UID]
+				t.Processes[o.PID] = p
+			}
+		}
+	}
 	return t, nil
+}
+
+// relayPipes keeps the pipes shared between a process that holds a socket
+// and another process: `ncat -e /bin/sh` and its kin give the shell pipes
+// to a socket holder rather than the socket itself.
+func relayPipes(all map[uint64][]model.Owner, socketHolders map[int32]*model.Process) map[uint64][]model.Owner {
+	out := map[uint64][]model.Owner{}
+	for inode, owners := range all {
+		if len(owners) < 2 {
+			continue
+		}
+		for _, o := range owners {
+			if _, ok := socketHolders[o.PID]; ok {
+				out[inode] = owners
+				break
+			}
+		}
+	}
+	return out
+}
+
+// detailsOf reads one process's details outside the scan loop; nil if it
+// exited or could not be read.
+func (w *worker) detailsOf(pid int32) *model.Process {
+	w.name = append(strconv.AppendInt(w.name[:0], int64(pid), 10), 0)
+	dirfd, err := openat(w.rootfd, &w.name[0], unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(dirfd)
+	return w.details(pid, dirfd)
 }
 
 // sockRef is one descriptor that refers to a socket.
@@ -278,6 +328,7 @@ type worker struct {
 	hooks  hooks
 
 	refs                  []sockRef
+	pipes                 []sockRef // pipe descriptors, to follow stdio relayed to a socket holder
 	procs                 []*model.Process
 	scanned, denied, gone int
 	deniedPIDs            []int32 // the first few, to name in the warning
@@ -318,9 +369,9 @@ func (w *worker) process(pid int32) {
 		return
 	}
 	defer unix.Close(dirfd)
-	mark := len(w.refs)
+	mark, pmark := len(w.refs), len(w.pipes)
 	if err := w.readFDs(pid, dirfd); err != nil {
-		w.refs = w.refs[:mark]
+		w.refs, w.pipes = w.refs[:mark], w.pipes[:pmark]
 		if denied(err) && w.dead(dirfd) {
 			err = unix.ESRCH // a zombie's fd directory is closed even to its owner
 		}
@@ -410,6 +461,8 @@ func (w *worker) readFDs(pid int32, dirfd int) error {
 			}
 			if inode, ok := parseSocketLink(w.link[:l]); ok {
 				w.refs = append(w.refs, sockRef{inode: inode, pid: pid, fd: int32(fd)})
+			} else if inode, ok := parsePipeLink(w.link[:l]); ok {
+				w.pipes = append(w.pipes, sockRef{inode: inode, pid: pid, fd: int32(fd)})
 			}
 		}
 	}

@@ -1,0 +1,261 @@
+// Package host takes a Snapshot of a live Linux host: sockets from netlink
+// SOCK_DIAG (or /proc/net when netlink is refused), their owning processes
+// from /proc, and connection start times from conntrack, for one or more
+// network namespaces.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tcpsentry/tcpsentry/internal/host/netlink"
+	"github.com/tcpsentry/tcpsentry/internal/host/proc"
+	"github.com/tcpsentry/tcpsentry/internal/model"
+)
+
+// Options says what to collect.
+type Options struct {
+	// Netns lists namespaces by name (ip netns) or path; empty means the
+	// caller's own namespace.
+	Netns []string
+	// AllNetns collects every namespace: named ones and those of processes.
+	AllNetns bool
+	// Processes attributes sockets to processes.
+	Processes bool
+	// Conntrack reads connection start times.
+	Conntrack bool
+	// EnableTimestamps turns on net.netfilter.nf_conntrack_timestamp where
+	// it is off (root only), and says so in the snapshot's warnings.
+	EnableTimestamps bool
+	// ProcRoot and Passwd point process attribution at another tree (tests).
+	ProcRoot, Passwd string
+}
+
+// target is one namespace to enumerate.
+type target struct {
+	label string // shown on sockets; "" for the caller's own namespace
+	path  string // ns file to enter; "" to stay
+}
+
+// nsResult is what one namespace yielded.
+type nsResult struct {
+	socks    []model.Socket
+	ages     *netlink.AgeIndex
+	notes    []string
+	fallback error // why sock_diag was refused, when /proc/net was used
+	ctErr    error // why conntrack could not be read
+}
+
+// Collect takes one snapshot. Failures to read parts of the host (other
+// users' processes, conntrack, a refused netlink family) become warnings;
+// Collect fails only when no socket table at all could be read.
+func Collect(ctx context.Context, opts Options) (*model.Snapshot, error) {
+	snap := &model.Snapshot{Time: time.Now(), Processes: map[int32]*model.Process{}}
+	snap.Host, _ = os.Hostname()
+	targets, err := resolveTargets(opts)
+	if err != nil {
+		return nil, err
+	}
+
+	// Process attribution reads /proc while netlink dumps run: the two do
+	// not depend on each other until the end.
+	var (
+		wg      sync.WaitGroup
+		table   *proc.Table
+		procErr error
+	)
+	if opts.Processes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			table, procErr = proc.Scan(ctx, proc.Options{Root: opts.ProcRoot, Passwd: opts.Passwd})
+		}()
+	}
+
+	results := make([]nsResult, len(targets))
+	var fatal []error
+	for i, t := range targets {
+		r, err := collectNetns(ctx, t, opts)
+		if err != nil {
+			fatal = append(fatal, err)
+			continue
+		}
+		results[i] = r
+	}
+	wg.Wait()
+	if len(fatal) == len(targets) {
+		return nil, errors.Join(fatal...)
+	}
+
+	total := 0
+	for _, r := range results {
+		total += len(r.socks)
+	}
+	// One namespace (the common case) hands its slice over; copying 100k
+	// sockets costs more than the rest of the assembly.
+	if len(results) > 1 {
+		snap.Sockets = make([]model.Socket, 0, total)
+	}
+	warnings := newWarnings()
+	for _, err := range fatal {
+		warnings.add(err.Error())
+	}
+	for i, r := range results {
+		t := targets[i]
+		for _, n := range r.notes {
+			warnings.add(n)
+		}
+		if r.fallback != nil {
+			warnings.add(fmt.Sprintf("netlink sock_diag unavailable (%v): read /proc/net instead, without TCP info", r.fallback))
+		}
+		if r.ctErr != nil {
+			warnings.add(fmt.Sprintf("connection ages unknown: %v", r.ctErr))
+		}
+		for j := range r.socks {
+			s := &r.socks[j]
+			s.Netns = t.label
+			if r.ages != nil && s.Remote.Port() != 0 {
+				if start, ok := r.ages.Start(s.Proto, s.Local, s.Remote); ok {
+					s.ConnStart = start
+				}
+			}
+		}
+		if len(results) == 1 {
+			snap.Sockets = r.socks
+		} else {
+			snap.Sockets = append(snap.Sockets, r.socks...)
+		}
+	}
+
+	if opts.Processes {
+		switch {
+		case procErr != nil:
+			warnings.add(fmt.Sprintf("process attribution failed: %v", procErr))
+		case table != nil:
+			table.Attach(snap.Sockets)
+			snap.Processes = table.Processes
+			snap.Pipes = table.Pipes
+			for _, w := range table.Warnings() {
+				warnings.add(w)
+			}
+		}
+	}
+	snap.Warnings = warnings.lines()
+	if uid := os.Geteuid(); uid != 0 && len(snap.Warnings) > 1 {
+		// Unprivileged, the gaps share one cause: say it once, on one line.
+		snap.Warnings = []string{fmt.Sprintf("running as uid %d, not root: %s", uid, strings.Join(snap.Warnings, "; "))}
+	}
+	return snap, nil
+}
+
+// collectNetns enumerates sockets and conntrack in one namespace.
+func collectNetns(ctx context.Context, t target, opts Options) (nsResult, error) {
+	var r nsResult
+	inside := func() error {
+		socks, err := netlink.Sockets(ctx, netlink.DumpOptions{})
+		if err != nil {
+			if !errors.Is(err, netlink.ErrUnavailable) {
+				return err
+			}
+			r.fallback = err
+			socks, err = proc.ReadProcNet("")
+			if err != nil {
+				return fmt.Errorf("reading sockets from /proc/net: %w", err)
+			}
+		}
+		r.socks = socks
+		if !opts.Conntrack {
+			return nil
+		}
+		if opts.EnableTimestamps && os.Geteuid() == 0 {
+			changed, err := netlink.EnableTimestamps()
+			switch {
+			case err != nil:
+				r.notes = append(r.notes, fmt.Sprintf("could not enable net.netfilter.nf_conntrack_timestamp%s: %v", where(t), err))
+			case changed:
+				r.notes = append(r.notes, fmt.Sprintf("enabled net.netfilter.nf_conntrack_timestamp%s: connections opened from now on get a true age", where(t)))
+			}
+		}
+		flows, err := netlink.Conntrack(ctx)
+		if err != nil {
+			r.ctErr = err
+			return nil
+		}
+		r.ages = netlink.NewAgeIndex(flows)
+		return nil
+	}
+	var err error
+	if t.path == "" {
+		err = inside()
+	} else {
+		err = netlink.InNetns(t.path, inside)
+	}
+	if err != nil {
+		if t.label != "" {
+			return r, fmt.Errorf("netns %s: %w", t.label, err)
+		}
+		return r, err
+	}
+	return r, nil
+}
+
+func where(t target) string {
+	if t.label == "" {
+		return ""
+	}
+	return " in netns " + t.label
+}
+
+// resolveTargets turns the options into the namespaces to visit, each
+// distinct namespace once.
+func resolveTargets(opts Options) ([]target, error) {
+	if opts.AllNetns {
+		nss, err := netlink.Discover()
+		if err != nil {
+			return nil, fmt.Errorf("listing network namespaces: %w", err)
+		}
+		out := make([]target, 0, len(nss))
+		for _, ns := range nss {
+			if ns.Self {
+				out = append(out, target{})
+				continue
+			}
+			out = append(out, target{label: ns.Name, path: ns.Path})
+		}
+		return out, nil
+	}
+	if len(opts.Netns) == 0 {
+		return []target{{}}, nil
+	}
+	out := make([]target, 0, len(opts.Netns))
+	for _, n := range opts.Netns {
+		p, err := netlink.NetnsPath(n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, target{label: n, path: p})
+	}
+	return out, nil
+}
+
+// warnings keeps one line per distinct message, in first-seen order.
+type warnings struct {
+	seen  map[string]bool
+	order []string
+}
+
+func newWarnings() *warnings { return &warnings{seen: map[string]bool{}} }
+
+func (w *warnings) add(s string) {
+	if !w.seen[s] {
+		w.seen[s] = true
+		w.order = append(w.order, s)
+	}
+}
+
+func (w *warnings) lines() []string { return w.order }
