@@ -22,7 +22,7 @@ type JSONOptions struct {
 const flushAt = 64 << 10
 
 // WriteJSON writes one JSON object per socket, one per line, in the order
-// of socks. The field names are a contract documented in FIELDS.md. snap
+// of socks. The field names are a contract documented in docs/conns-json.md. snap
 // supplies the process details of the owners and the time ages are
 // measured at; it may be nil, and then neither is known.
 func WriteJSON(w io.Writer, snap *model.Snapshot, socks []model.Socket, opts JSONOptions) error {
@@ -256,7 +256,7 @@ type socketAge struct {
 // owner's start therefore bounds the age from above. The bound can be
 // too low when every process that held the socket at creation has exited
 // or passed it on (a daemon that forked after opening it, systemd socket
-// activation): FIELDS.md says so.
+// activation): docs/conns-json.md says so.
 func ageOf(snap *model.Snapshot, s *model.Socket) socketAge {
 	var now time.Time
 	if snap != nil {

@@ -54,7 +54,7 @@ func TestWriteJSONGolden(t *testing.T) {
 	golden(t, "conns-netns.jsonl", writeJSON(t, ns, ns.Sockets, JSONOptions{UserName: testUsers}))
 }
 
-// TestWriteJSONContract checks the documented field rules (FIELDS.md)
+// TestWriteJSONContract checks the documented field rules (docs/conns-json.md)
 // through encoding/json, as a consumer sees them.
 func TestWriteJSONContract(t *testing.T) {
 	snap := fixture()

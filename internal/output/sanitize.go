@@ -2,7 +2,7 @@
 // people, JSON lines for programs, a summary, and warnings. Names and
 // command lines come from untrusted processes, so everything that reaches a
 // terminal goes through Sanitize, and JSON strings are escaped so that a
-// JSON line viewed raw is terminal-safe too (see FIELDS.md).
+// JSON line viewed raw is terminal-safe too (see docs/conns-json.md).
 package output
 
 import (

@@ -109,7 +109,7 @@ func summarize(snap *model.Snapshot, socks []model.Socket) summary {
 // A socket held by several processes counts once for each of them;
 // sockets that no process holds (TIME_WAIT, request sockets, or owners not
 // visible without privileges) are counted apart. With jsonMode the summary
-// is one JSON object (fields in FIELDS.md), else text for people.
+// is one JSON object (fields in docs/conns-json.md), else text for people.
 func WriteSummary(w io.Writer, snap *model.Snapshot, socks []model.Socket, jsonMode bool) error {
 	sum := summarize(snap, socks)
 	var b []byte
