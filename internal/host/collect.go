@@ -158,6 +158,11 @@ func collectNetns(ctx context.Context, t target, opts Options) (nsResult, error)
 	var r nsResult
 	inside := func() error {
 		socks, err := netlink.Sockets(ctx, netlink.DumpOptions{})
+		if err != nil && errors.Is(err, netlink.ErrIncomplete) {
+			// A malformed or interrupted record cost only itself: keep the rest.
+			r.notes = append(r.notes, fmt.Sprintf("socket list%s may be incomplete: %v", where(t), err))
+			err = nil
+		}
 		if err != nil {
 			if !errors.Is(err, netlink.ErrUnavailable) {
 				return err
@@ -182,6 +187,10 @@ func collectNetns(ctx context.Context, t target, opts Options) (nsResult, error)
 			}
 		}
 		flows, err := netlink.Conntrack(ctx)
+		if err != nil && errors.Is(err, netlink.ErrIncomplete) {
+			r.notes = append(r.notes, fmt.Sprintf("conntrack table%s may be incomplete: %v", where(t), err))
+			err = nil
+		}
 		if err != nil {
 			r.ctErr = err
 			return nil
