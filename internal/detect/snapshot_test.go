@@ -268,10 +268,6 @@ func TestReverseShellPipeRelay(t *testing.T) {
 	}
 }
 
-type profiles map[string]*baseline.Profile
-
-func (p profiles) Profile(k string) (*baseline.Profile, bool) { v, ok := p[k]; return v, ok }
-
 func TestProcessNetwork(t *testing.T) {
 	b := newSnap().proc(1, "curl", "/usr/bin/curl", 0, time.Minute).proc(2, "backupd", "/opt/backupd", 0, time.Hour).
 		proc(3, "printerd", "/opt/printerd", 0, time.Hour).proc(4, "newbie", "/tmp/newbie", 0, time.Minute)
@@ -371,11 +367,8 @@ func TestEngineAggregatesAndSurvivesPanics(t *testing.T) {
 
 type panicky struct{}
 
-func (panicky) Name() string { return "panicky" }
-func (panicky) ObserveSnapshot(*model.Snapshot, Emit) {
-	var m map[string]int
-	m["x"]++
-}
+func (panicky) Name() string                          { return "panicky" }
+func (panicky) ObserveSnapshot(*model.Snapshot, Emit) { panic("detector bug") }
 
 func TestRegistryBuildsEveryDetector(t *testing.T) {
 	cfg := defaults(t)
