@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -223,6 +224,10 @@ func holdConnections(arg string) int {
 	conns = append(conns, <-accepted...)
 	fmt.Printf("ready %d\n", len(conns)+1)
 	io.Copy(io.Discard, os.Stdin) // hold until the test closes our stdin
+	// Unreachable conns would be closed by their finalizers at the next GC,
+	// while the test counts them.
+	runtime.KeepAlive(conns)
+	runtime.KeepAlive(ln)
 	return 0
 }
 
@@ -251,9 +256,7 @@ func manySockets(t testing.TB, helpers, pairs int) string {
 		go func() {
 			line, _ := bufio.NewReader(stdout).ReadString('\n')
 			ready <- line
-			err := cmd.Wait()
-			fmt.Fprintf(os.Stderr, "DEBUG helper %d exited at %v: %v state %v\n", cmd.Process.Pid, time.Now(), err, cmd.ProcessState)
-			exited <- err
+			exited <- cmd.Wait()
 		}()
 		t.Cleanup(func() {
 			stdin.Close()

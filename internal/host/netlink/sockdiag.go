@@ -39,7 +39,7 @@ func (f Family) String() string {
 type DumpOptions struct {
 	Protos    []model.Proto    // model.ProtoTCP, model.ProtoUDP; empty means both
 	Families  []Family         // empty means both
-	States    []model.TCPState // empty means every state, BOUND_INACTIVE included
+	States    []model.TCPState // empty means every state, BOUND_INACTIVE included (it costs the kernel a walk of all bound sockets per dump, ~15%)
 	NoTCPInfo bool             // leave Socket.TCP nil: smaller replies, when only endpoints matter
 }
 
