@@ -153,27 +153,17 @@ func Collect(ctx context.Context, opts Options) (*model.Snapshot, error) {
 	return snap, nil
 }
 
-// collectNetns enumerates sockets and conntrack in one namespace.
+// collectNetns enumerates sockets and conntrack in one namespace. The
+// netlink sockets are opened inside it (they stay bound to it), and the two
+// dumps then run side by side.
 func collectNetns(ctx context.Context, t target, opts Options) (nsResult, error) {
-	var r nsResult
-	inside := func() error {
-		socks, err := netlink.Sockets(ctx, netlink.DumpOptions{})
-		if err != nil && errors.Is(err, netlink.ErrIncomplete) {
-			// A malformed or interrupted record cost only itself: keep the rest.
-			r.notes = append(r.notes, fmt.Sprintf("socket list%s may be incomplete: %v", where(t), err))
-			err = nil
-		}
-		if err != nil {
-			if !errors.Is(err, netlink.ErrUnavailable) {
-				return err
-			}
-			r.fallback = err
-			socks, err = proc.ReadProcNet("")
-			if err != nil {
-				return fmt.Errorf("reading sockets from /proc/net: %w", err)
-			}
-		}
-		r.socks = socks
+	var (
+		r          nsResult
+		sockD, ctD *netlink.Dumper
+		openErr    error
+	)
+	setup := func() error {
+		sockD, openErr = netlink.NewDumper()
 		if !opts.Conntrack {
 			return nil
 		}
@@ -186,31 +176,87 @@ func collectNetns(ctx context.Context, t target, opts Options) (nsResult, error)
 				r.notes = append(r.notes, fmt.Sprintf("enabled net.netfilter.nf_conntrack_timestamp%s: connections opened from now on get a true age", where(t)))
 			}
 		}
-		flows, err := netlink.Conntrack(ctx)
-		if err != nil && errors.Is(err, netlink.ErrIncomplete) {
-			r.notes = append(r.notes, fmt.Sprintf("conntrack table%s may be incomplete: %v", where(t), err))
-			err = nil
-		}
-		if err != nil {
+		var err error
+		if ctD, err = netlink.NewDumper(); err != nil {
 			r.ctErr = err
-			return nil
 		}
-		r.ages = netlink.NewAgeIndex(flows)
 		return nil
 	}
-	var err error
-	if t.path == "" {
-		err = inside()
-	} else {
-		err = netlink.InNetns(t.path, inside)
-	}
-	if err != nil {
-		if t.label != "" {
-			return r, fmt.Errorf("netns %s: %w", t.label, err)
-		}
+	if err := inNetns(t, setup); err != nil {
 		return r, err
 	}
+	defer func() {
+		for _, d := range []*netlink.Dumper{sockD, ctD} {
+			if d != nil {
+				d.Close()
+			}
+		}
+	}()
+
+	var (
+		wg    sync.WaitGroup
+		flows []netlink.Flow
+	)
+	if ctD != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			flows, err = ctD.Conntrack(ctx)
+			if err != nil && errors.Is(err, netlink.ErrIncomplete) {
+				r.notes = append(r.notes, fmt.Sprintf("conntrack table%s may be incomplete: %v", where(t), err))
+				err = nil
+			}
+			if err != nil {
+				r.ctErr = err
+				flows = nil
+			}
+		}()
+	}
+	var list []model.Socket
+	err := openErr
+	if err == nil {
+		list, err = sockD.Sockets(ctx, netlink.DumpOptions{})
+	}
+	wg.Wait()
+	if flows != nil {
+		r.ages = netlink.NewAgeIndex(flows)
+	}
+	if err != nil && errors.Is(err, netlink.ErrIncomplete) {
+		// A malformed or interrupted record cost only itself: keep the rest.
+		r.notes = append(r.notes, fmt.Sprintf("socket list%s may be incomplete: %v", where(t), err))
+		err = nil
+	}
+	if err != nil {
+		if !errors.Is(err, netlink.ErrUnavailable) {
+			return r, wrapNetns(t, err)
+		}
+		r.fallback = err
+		// /proc/thread-self/net shows the namespace of the reading thread.
+		if perr := inNetns(t, func() error {
+			list, err = proc.ReadProcNet("")
+			return err
+		}); perr != nil {
+			return r, fmt.Errorf("reading sockets from /proc/net: %w", perr)
+		}
+	}
+	r.socks = list
 	return r, nil
+}
+
+// inNetns runs fn in t's namespace, or right here for the caller's own.
+func inNetns(t target, fn func() error) error {
+	if t.path == "" {
+		return fn()
+	}
+	return wrapNetns(t, netlink.InNetns(t.path, fn))
+}
+
+func wrapNetns(t target, err error) error {
+	if err == nil || t.label == "" {
+		return err
+	}
+	return fmt.Errorf("netns %s: %w", t.label, err)
 }
 
 func where(t target) string {
