@@ -7,11 +7,6 @@ import (
 	"syscall"
 )
 
-// mapWindow is how much of the file is mapped at a time: enough that
-// remapping is rare, little enough that the pages it keeps resident stay
-// small (a longer record gets a window of its own size).
-const mapWindow = 8 << 20
-
 // mapping reads a regular file through a window of memory mapped from it,
 // sliding forward as the file is read. Records are handed out in place:
 // nothing is copied from the page cache, and only the bytes the decoders
@@ -45,6 +40,11 @@ func (m *mapping) next(n int) ([]byte, error) {
 	if n <= len(m.win)-m.pos {
 		b := m.win[m.pos : m.pos+n : m.pos+n]
 		m.pos += n
+		if m.pos+128 <= len(m.win) {
+			// The next record (or this record's data) is what the
+			// caller asks for next: start loading it now.
+			prefetch(&m.win[m.pos])
+		}
 		return b, nil
 	}
 	return m.slide(n)

@@ -26,8 +26,14 @@ const maxRecord = 16 << 20
 // full-size packets.
 const bufSize = 256 << 10
 
+// mapWindow is how much of a memory-mapped file is mapped at a time:
+// enough that remapping is rare, little enough that the pages it keeps
+// resident stay few (a longer record gets a window of its own size).
+const mapWindow = 8 << 20
+
 // Packet is one captured frame. Data is owned by the Reader and is valid
-// only until the next call to Next: copy what must outlive it.
+// only until the next call to Next or Close: copy what must outlive it
+// (it may point into a memory-mapped file).
 type Packet struct {
 	Time    time.Time
 	Data    []byte   // captured bytes (may be shorter than WireLen)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tcpsentry/tcpsentry/internal/capture"
 	"github.com/tcpsentry/tcpsentry/internal/flow/decode"
@@ -66,17 +67,6 @@ func TestConnStateUDP(t *testing.T) {
 		if got := ConnStateUDP(tc.o, tc.r); got != tc.want {
 			t.Errorf("ConnStateUDP(%v, %v) = %s, want %s", tc.o, tc.r, got, tc.want)
 		}
-	}
-}
-
-func TestInsertRange(t *testing.T) {
-	var rs []seqRange
-	for _, r := range []seqRange{{10, 20}, {30, 40}, {5, 8}, {19, 31}, {50, 60}, {8, 10}} {
-		rs = insertRange(rs, r)
-	}
-	want := []seqRange{{5, 40}, {50, 60}}
-	if fmt.Sprint(rs) != fmt.Sprint(want) {
-		t.Errorf("got %v, want %v", rs, want)
 	}
 }
 
@@ -203,7 +193,7 @@ const (
 	srv = "10.0.0.2:80"
 )
 
-func tcp(at time.Duration, src, dst string, flags model.TCPFlags, seq, ack uint32, payload int) pkt {
+func tcpPkt(at time.Duration, src, dst string, flags model.TCPFlags, seq, ack uint32, payload int) pkt {
 	return pkt{at: at, src: src, dst: dst, proto: ipProtoTCP, flags: flags, seq: seq, ack: ack, payload: payload}
 }
 
@@ -219,9 +209,9 @@ func summary(cs []*model.Conn) string {
 func TestTrackerScenarios(t *testing.T) {
 	ms := time.Millisecond
 	handshake := []pkt{
-		tcp(0, cli, srv, fS, 100, 0, 0),
-		tcp(1*ms, srv, cli, fS|fA, 500, 101, 0),
-		tcp(2*ms, cli, srv, fA, 101, 501, 0),
+		tcpPkt(0, cli, srv, fS, 100, 0, 0),
+		tcpPkt(1*ms, srv, cli, fS|fA, 500, 101, 0),
+		tcpPkt(2*ms, cli, srv, fA, 101, 501, 0),
 	}
 	tests := []struct {
 		name string
@@ -230,31 +220,31 @@ func TestTrackerScenarios(t *testing.T) {
 		want string
 	}{
 		{"full connection", Options{}, append(append([]pkt{}, handshake...),
-			tcp(3*ms, cli, srv, fA|fP, 101, 501, 10),
-			tcp(4*ms, srv, cli, fA|fP, 501, 111, 20),
-			tcp(5*ms, cli, srv, fF|fA, 111, 521, 0),
-			tcp(6*ms, srv, cli, fF|fA, 521, 112, 0),
-			tcp(7*ms, cli, srv, fA, 112, 522, 0)),
+			tcpPkt(3*ms, cli, srv, fA|fP, 101, 501, 10),
+			tcpPkt(4*ms, srv, cli, fA|fP, 501, 111, 20),
+			tcpPkt(5*ms, cli, srv, fF|fA, 111, 521, 0),
+			tcpPkt(6*ms, srv, cli, fF|fA, 521, 112, 0),
+			tcpPkt(7*ms, cli, srv, fA, 112, 522, 0)),
 			"tcp 10.0.0.1:40000>10.0.0.2:80 SF ShADdFf o=5/210/10 r=3/140/20 miss=0 first=S end=eof\n"},
-		{"rejected", Options{}, []pkt{tcp(0, cli, srv, fS, 100, 0, 0), tcp(ms, srv, cli, fR|fA, 0, 101, 0)},
+		{"rejected", Options{}, []pkt{tcpPkt(0, cli, srv, fS, 100, 0, 0), tcpPkt(ms, srv, cli, fR|fA, 0, 101, 0)},
 			"tcp 10.0.0.1:40000>10.0.0.2:80 REJ Sr o=1/40/0 r=1/40/0 miss=0 first=S end=eof\n"},
-		{"attempt times out, then a new connection", Options{}, []pkt{tcp(0, cli, srv, fS, 100, 0, 0), tcp(6*time.Second, cli, srv, fS, 100, 0, 0)},
+		{"attempt times out, then a new connection", Options{}, []pkt{tcpPkt(0, cli, srv, fS, 100, 0, 0), tcpPkt(6*time.Second, cli, srv, fS, 100, 0, 0)},
 			"tcp 10.0.0.1:40000>10.0.0.2:80 S0 S o=1/40/- r=0/0/- miss=0 first=S end=timeout\n" +
 				"tcp 10.0.0.1:40000>10.0.0.2:80 S0 S o=1/40/- r=0/0/- miss=0 first=S end=eof\n"},
-		{"syn-ack first is flipped", Options{}, []pkt{tcp(0, srv, cli, fS|fA, 500, 101, 0), tcp(ms, cli, srv, fA, 101, 501, 0)},
+		{"syn-ack first is flipped", Options{}, []pkt{tcpPkt(0, srv, cli, fS|fA, 500, 101, 0), tcpPkt(ms, cli, srv, fA, 101, 501, 0)},
 			"tcp 10.0.0.1:40000>10.0.0.2:80 S1 ^hA o=1/40/0 r=1/40/0 miss=0 first=SA end=eof\n"},
 		{"retransmission and zero window", Options{}, append(append([]pkt{}, handshake...),
-			tcp(3*ms, cli, srv, fA, 101, 501, 10),
-			tcp(4*ms, cli, srv, fA, 101, 501, 10),
+			tcpPkt(3*ms, cli, srv, fA, 101, 501, 10),
+			tcpPkt(4*ms, cli, srv, fA, 101, 501, 10),
 			pkt{at: 5 * ms, src: srv, dst: cli, proto: ipProtoTCP, flags: fA, seq: 501, ack: 111, win: 1}),
 			"tcp 10.0.0.1:40000>10.0.0.2:80 S1 ShADTaw o=4/180/10 r=2/80/0 miss=0 first=S end=eof\n"},
 		{"content gap", Options{}, append(append([]pkt{}, handshake...),
-			tcp(3*ms, cli, srv, fA, 101, 501, 10),
-			tcp(4*ms, cli, srv, fA, 131, 501, 10),
-			tcp(5*ms, srv, cli, fA, 501, 141, 0)),
+			tcpPkt(3*ms, cli, srv, fA, 101, 501, 10),
+			tcpPkt(4*ms, cli, srv, fA, 131, 501, 10),
+			tcpPkt(5*ms, srv, cli, fA, 501, 141, 0)),
 			"tcp 10.0.0.1:40000>10.0.0.2:80 S1 ShADaG o=4/180/40 r=2/80/0 miss=20 first=S end=eof\n"},
 		{"bad checksum dropped with -checksums", Options{Checksums: true}, []pkt{
-			tcp(0, cli, srv, fS, 100, 0, 0),
+			tcpPkt(0, cli, srv, fS, 100, 0, 0),
 			{at: ms, src: srv, dst: cli, proto: ipProtoTCP, flags: fS | fA, seq: 500, ack: 101, badSum: true}},
 			"tcp 10.0.0.1:40000>10.0.0.2:80 S0 Sc o=1/40/- r=0/0/- miss=0 first=S end=eof\n"},
 		{"udp and icmp", Options{}, []pkt{
@@ -273,10 +263,10 @@ func TestTrackerScenarios(t *testing.T) {
 		}(),
 			"udp 10.0.0.1:5000>10.0.0.9:53 S0 D o=1/128/- r=0/0/- miss=0 first= end=eof\n"},
 		{"table bound evicts least recently active", Options{MaxFlows: 2}, []pkt{
-			tcp(0, "10.0.0.1:1", srv, fS, 1, 0, 0),
-			tcp(ms, "10.0.0.1:2", srv, fS, 1, 0, 0),
-			tcp(2*ms, "10.0.0.1:1", srv, fA, 2, 1, 0),
-			tcp(3*ms, "10.0.0.1:3", srv, fS, 1, 0, 0)},
+			tcpPkt(0, "10.0.0.1:1", srv, fS, 1, 0, 0),
+			tcpPkt(ms, "10.0.0.1:2", srv, fS, 1, 0, 0),
+			tcpPkt(2*ms, "10.0.0.1:1", srv, fA, 2, 1, 0),
+			tcpPkt(3*ms, "10.0.0.1:3", srv, fS, 1, 0, 0)},
 			"tcp 10.0.0.1:2>10.0.0.2:80 S0 S o=1/40/- r=0/0/- miss=0 first=S end=evicted\n" +
 				"tcp 10.0.0.1:1>10.0.0.2:80 S0 SA o=2/80/0 r=0/0/0 miss=0 first=S end=eof\n" +
 				"tcp 10.0.0.1:3>10.0.0.2:80 S0 S o=1/40/- r=0/0/- miss=0 first=S end=eof\n"},
@@ -421,16 +411,16 @@ func TestSpoofedFlood(t *testing.T) {
 func BenchmarkTrackPacket(b *testing.B) {
 	tr := NewTracker(Options{}, nil)
 	ps := []pkt{
-		tcp(0, cli, srv, fS, 100, 0, 0),
-		tcp(1, srv, cli, fS|fA, 500, 101, 0),
-		tcp(2, cli, srv, fA, 101, 501, 0),
+		tcpPkt(0, cli, srv, fS, 100, 0, 0),
+		tcpPkt(1, srv, cli, fS|fA, 500, 101, 0),
+		tcpPkt(2, cli, srv, fA, 101, 501, 0),
 	}
 	for _, p := range ps {
 		f := ipv4Frame(p)
 		tr.Packet(&capture.Packet{Time: t0.Add(p.at), Data: f, WireLen: len(f), Link: capture.LinkEthernet})
 	}
-	data := ipv4Frame(tcp(0, cli, srv, fA, 101, 501, 1000))
-	ack := ipv4Frame(tcp(0, srv, cli, fA, 501, 101, 0))
+	data := ipv4Frame(tcpPkt(0, cli, srv, fA, 101, 501, 1000))
+	ack := ipv4Frame(tcpPkt(0, srv, cli, fA, 501, 101, 0))
 	pd := &capture.Packet{Data: data, WireLen: len(data), Link: capture.LinkEthernet, Time: t0}
 	pa := &capture.Packet{Data: ack, WireLen: len(ack), Link: capture.LinkEthernet, Time: t0}
 	seq, ts := uint32(101), t0
@@ -497,5 +487,62 @@ func TestTruncatedWhileReading(t *testing.T) {
 		}})
 	if err == nil || !strings.Contains(err.Error(), "truncated while being read") {
 		t.Errorf("Run: %v, want the fault as an error; warnings %v", err, warned)
+	}
+}
+
+// BenchmarkFlowMemory reports the heap per concurrent established TCP
+// flow (handshake and data both ways, nothing closed): the flow table's
+// memory budget. Each iteration fills a fresh tracker with 200,000 flows.
+func BenchmarkFlowMemory(b *testing.B) {
+	const n = 200_000
+	buf := make([]byte, 64+100)
+	seg := func(src, dst uint32, sport, dport uint16, flags model.TCPFlags, seq, ack uint32, payload int) []byte {
+		p := synFrame(buf[:40+payload], src, sport)
+		binary.BigEndian.PutUint16(p[2:], uint16(40+payload))
+		binary.BigEndian.PutUint32(p[16:], dst)
+		binary.BigEndian.PutUint16(p[22:], dport)
+		binary.BigEndian.PutUint32(p[24:], seq)
+		binary.BigEndian.PutUint32(p[28:], ack)
+		p[33] = byte(flags)
+		binary.BigEndian.PutUint16(p[34:], 64240)
+		return p[:40+payload]
+	}
+	b.ReportAllocs()
+	var perFlow float64
+	for i := 0; i < b.N; i++ {
+		before := heapInuse()
+		tr := NewTracker(Options{}, nil)
+		ts := t0.UnixNano()
+		for j := 0; j < n; j++ {
+			cl, sv, cp := 0x0a000000+uint32(j), uint32(0xc6120001), uint16(1024+j%60000)
+			// One buffer for all: each segment is built right before use.
+			for _, p := range []func() []byte{
+				func() []byte { return seg(cl, sv, cp, 443, fS, 100, 0, 0) },
+				func() []byte { return seg(sv, cl, 443, cp, fS|fA, 500, 101, 0) },
+				func() []byte { return seg(cl, sv, cp, 443, fA, 101, 501, 0) },
+				func() []byte { return seg(cl, sv, cp, 443, fA|fP, 101, 501, 100) },
+				func() []byte { return seg(sv, cl, 443, cp, fA|fP, 501, 201, 100) },
+			} {
+				ts += 1000
+				pkt := p()
+				if err := tr.IP(ts, false, pkt, len(pkt)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		if tr.Stats().Active != n {
+			b.Fatalf("%d flows active", tr.Stats().Active)
+		}
+		perFlow = float64(heapInuse()-before) / n
+		runtime.KeepAlive(tr)
+	}
+	b.ReportMetric(perFlow, "B/flow")
+}
+
+// TestFlowSize pins the per-flow state that the memory budget (about 370
+// bytes per flow with the table's key, links, index and timer) is built on.
+func TestFlowSize(t *testing.T) {
+	if n := unsafe.Sizeof(flow{}); n > 280 {
+		t.Errorf("flow is %d bytes, want ≤ 280", n)
 	}
 }

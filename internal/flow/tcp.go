@@ -160,9 +160,7 @@ func (t *Tracker) updateHistory(fl *flow, isOrig bool, e *tcp.Endpoint, f model.
 	}
 }
 
-// updateWindow records a zero window ('W'). Zero windows with or after a
-// RST, or after the peer's FIN, are boring.
-// Indexes of endpoint.histLast.
+// Indexes of tcp.Endpoint.HistLast.
 const (
 	lastSYN = iota
 	lastFIN
@@ -187,6 +185,8 @@ func (t *Tracker) setLastSeqOf(fl *flow, e *tcp.Endpoint, which int, v uint64) {
 	}
 }
 
+// updateWindow records a zero window ('W'). Zero windows with or after a
+// RST, or after the peer's FIN, are boring.
 func (t *Tracker) updateWindow(fl *flow, isOrig bool, e, peer *tcp.Endpoint, win uint16, f model.TCPFlags) {
 	if win == 0 && f&model.FlagRST == 0 && peer.State != tcp.Closed && e.State != tcp.Reset {
 		t.scaledHistory(fl, isOrig, 'W', &e.ZeroWindows)
@@ -469,7 +469,7 @@ func (t *Tracker) dataSent(fl *flow, e *tcp.Endpoint, seq, n uint64) {
 			}
 		}
 	} else {
-		h = tcp.InsertRange(h, tcp.Range{seq, upper})
+		h = tcp.InsertRange(h, tcp.Range{Lo: seq, Hi: upper})
 		t.setHoles(fl, e, h)
 	}
 	if e.NoDataAcked() && len(h) > 0 && h[len(h)-1].Hi-e.LastReassem > uint64(t.opts.maxInitialWindow()) {

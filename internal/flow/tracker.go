@@ -62,7 +62,8 @@ func DefaultTimeouts() Timeouts {
 }
 
 // DefaultMaxFlows is the default flow table bound: about a million
-// concurrent flows in roughly half a GiB.
+// concurrent flows, in about 400 MB (some 375 bytes per flow with the
+// table's index and timer heap; see BenchmarkFlowMemory).
 const DefaultMaxFlows = 1 << 20
 
 // Options configure a Tracker. The zero value means Zeek's defaults.
@@ -191,23 +192,17 @@ const (
 const histInline = 12
 
 // flow is one connection's state. It holds no pointers, so that the
-// table's storage is not scanned by the garbage collector, and its rare
-// parts live in a flowExt.
+// table's storage is not scanned by the garbage collector; its rare parts
+// live in a flowExt. The fields most packets touch come first, so that
+// they share cache lines with the table's key.
 type flow struct {
-	start, last int64  // unix nanoseconds
-	seq         uint64 // creation number, for the uid and the order of Flush
-
-	// Timers (unix ns, 0 = none), as Zeek's: inactivity, connection
-	// attempt, delete after close, and up to two expire checks.
-	inactAt, attemptAt, deleteAt int64
-	expireAt                     [2]int64
+	last int64 // unix nanoseconds
 
 	origPkts, origIPBytes, respPkts, respIPBytes uint64
-	origLen, respLen                             uint64 // UDP/ICMP payload bytes
 
+	histSeen uint32 // Zeek's history bits (histSYN …), resp bits << 16
 	id       table.ID
 	ext      uint32 // index in Tracker.exts; 0 when the flow has none
-	histSeen uint32 // Zeek's history bits (histSYN …), resp bits << 16
 
 	hist                   [histInline]byte
 	histLen                uint8 // letters in hist
@@ -218,17 +213,27 @@ type flow struct {
 	origActive, respActive bool  // UDP/ICMP: a packet was seen from that side
 
 	tcp tcp.Conn
+
+	start int64  // unix nanoseconds
+	seq   uint64 // creation number, for the uid and the order of Flush
+
+	// Timers (unix ns, 0 = none), as Zeek's: inactivity, connection
+	// attempt, delete after close, and up to two expire checks.
+	inactAt, attemptAt, deleteAt int64
+	expireAt                     [2]int64
+
+	origLen, respLen uint64 // UDP/ICMP payload bytes
 }
 
 // flowExt is the rarely needed part of a flow, allocated when first used.
 type flowExt struct {
-	holes  [2][]tcp.Range // per TCP endpoint (tcp.Conn.eps index): data received above a hole
+	holes  [2][]tcp.Range // per TCP endpoint (tcp.Conn.Eps index): data received above a hole
 	hist   []byte         // the whole history, once longer than histInline
 	missed uint64         // content gap bytes, both directions
 	// Scaled history counters of bad checksums ('C') and content gaps
-	// ('G') per endpoint (eps index; for UDP, 0 is the originator).
+	// ('G') per endpoint (Eps index; for UDP, 0 is the originator).
 	badChecksums, gaps [2]uint32
-	histLastHi         [2][3]uint32 // high halves of endpoint.histLast
+	histLastHi         [2][3]uint32 // high halves of tcp.Endpoint.HistLast
 }
 
 // extOf returns fl's flowExt, or nil when it has none.
@@ -549,10 +554,7 @@ func (t *Tracker) newFlow(p *decode.Packet, key *table.Key, srcIsA bool, ts int6
 // flipRoles swaps originator and responder (Zeek's Connection::FlipRoles).
 func (t *Tracker) flipRoles(fl *flow) {
 	fl.origIsA = !fl.origIsA
-	c := &fl.tcp
-	c.OrigIdx ^= 1
-	c.FirstSeen = c.FirstSeen&1<<1 | c.FirstSeen&2>>1
-	c.IsPartial = false
+	fl.tcp.Flip()
 	fl.origPkts, fl.respPkts = fl.respPkts, fl.origPkts
 	fl.origIPBytes, fl.respIPBytes = fl.respIPBytes, fl.origIPBytes
 	t.appendHistory(fl, '^')

@@ -7,7 +7,8 @@ import (
 )
 
 // ConnState is Zeek's conn_state: a summary of how a connection went,
-// computed from the two TCP endpoint states (see flow.ConnStateOf).
+// computed from the two TCP endpoint states (see flow.ConnStateTCP and
+// flow.ConnStateUDP).
 // UDP uses S0, SF, SHR and OTH; other protocols OTH.
 type ConnState string
 
