@@ -15,6 +15,7 @@ import (
 	"github.com/tcpsentry/tcpsentry/internal/config"
 	"github.com/tcpsentry/tcpsentry/internal/detect"
 	"github.com/tcpsentry/tcpsentry/internal/host"
+	"github.com/tcpsentry/tcpsentry/internal/model"
 	"github.com/tcpsentry/tcpsentry/internal/output"
 	"github.com/tcpsentry/tcpsentry/internal/sink"
 	"github.com/tcpsentry/tcpsentry/internal/store"
@@ -68,6 +69,7 @@ func newCheckCmd() *cobra.Command {
 		showAll  bool
 		netns    []string
 		allNetns bool
+		recorded string
 	)
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -101,11 +103,24 @@ cleared. Cron-friendly: tcpsentry check --min-severity high || notify.`,
 				defer st.Close()
 			}
 			source := hostSource()
-			deps, warnings := buildDeps(ctx, cfg, st, source)
-			snap, err := host.Collect(ctx, host.Options{Netns: netns, AllNetns: allNetns, Processes: true, Conntrack: true, EnableTimestamps: true})
-			if err != nil {
-				return err
+			var snap *model.Snapshot
+			var warnings []string
+			if recorded != "" {
+				snap, warnings, err = readSnapshot(recorded)
+				if err != nil {
+					return err
+				}
+				if snap.Host != "" {
+					source = "host:" + snap.Host
+				}
+			} else {
+				snap, err = host.Collect(ctx, host.Options{Netns: netns, AllNetns: allNetns, Processes: true, Conntrack: true, EnableTimestamps: true})
+				if err != nil {
+					return err
+				}
 			}
+			deps, depWarnings := buildDeps(ctx, cfg, st, source)
+			warnings = append(warnings, depWarnings...)
 			output.WriteWarnings(stderr, append(warnings, snap.Warnings...))
 			engine := detect.NewEngine(detect.HostDetectors(cfg, deps), source, nil)
 			for _, err := range engine.ObserveSnapshot(snap) {
@@ -150,8 +165,37 @@ cleared. Cron-friendly: tcpsentry check --min-severity high || notify.`,
 	f.BoolVar(&showAll, "all", false, "print every finding, also those already reported")
 	f.StringSliceVar(&netns, "netns", nil, "check network namespace NAME or PATH instead of the caller's")
 	f.BoolVar(&allNetns, "all-netns", false, "check every network namespace")
-	cmd.MarkFlagsMutuallyExclusive("netns", "all-netns")
+	f.StringVar(&recorded, "snapshot", "", "check a snapshot recorded with `tcpsentry conns --json` (FILE, or - for stdin) instead of the live host")
+	cmd.MarkFlagsMutuallyExclusive("netns", "all-netns", "snapshot")
 	return cmd
+}
+
+// readSnapshot loads a recorded `conns --json` file; bad lines become
+// warnings naming file and line, and the rest is checked.
+func readSnapshot(path string) (*model.Snapshot, []string, error) {
+	var r io.Reader = os.Stdin
+	name := "stdin"
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer f.Close()
+		r, name = f, path
+	}
+	snap, errs := output.ReadJSON(r, name)
+	var warnings []string
+	for _, e := range errs {
+		warnings = append(warnings, e.Error())
+	}
+	if len(snap.Sockets) == 0 {
+		return nil, warnings, fmt.Errorf("%s: no sockets recorded", name)
+	}
+	if snap.Time.IsZero() {
+		snap.Time = time.Now()
+		warnings = append(warnings, name+": no snapshot time recorded; ages are measured from now")
+	}
+	return snap, warnings, nil
 }
 
 // reporter prints check results as a table or JSON lines.

@@ -136,6 +136,16 @@ func TestCheckReverseShellAndSuspiciousListener(t *testing.T) {
 	if a, ok := findAlert(alerts, "suspicious-port", isBind); !ok || a.Severity != "high" {
 		t.Errorf("no high suspicious-port for 4444:\n%s", dumpAlerts(alerts))
 	}
+	// The same host recorded with conns --json and checked elsewhere.
+	rec, _, _ := run(t, "conns", "--netns", l.victim, "--json")
+	recFile := filepath.Join(t.TempDir(), "victim.jsonl")
+	if err := os.WriteFile(recFile, []byte(rec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	recAlerts, code := checkJSON(t, "--snapshot", recFile)
+	if _, ok := findAlert(recAlerts, "suspicious-port", isBind); !ok || code != 1 {
+		t.Errorf("check --snapshot: exit %d, alerts:\n%s", code, dumpAlerts(recAlerts))
+	}
 	// --min-severity critical keeps only the shell; exit 1 still.
 	crit, code := checkJSON(t, "--netns", l.victim, "--min-severity", "critical")
 	if code != 1 || len(crit) == 0 {

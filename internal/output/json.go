@@ -110,6 +110,14 @@ func (e *jsonEncoder) appendSocket(b []byte, s *model.Socket) []byte {
 		b = e.appendOwner(b, &s.Owners[i])
 	}
 	b = append(b, ']')
+	if e.snap != nil {
+		if !e.snap.Time.IsZero() {
+			b = appendTime(appendKey(b, "time", false), e.snap.Time)
+		}
+		if e.snap.Host != "" {
+			b = appendStringField(b, "host", e.snap.Host)
+		}
+	}
 	return append(b, '}')
 }
 
