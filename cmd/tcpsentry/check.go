@@ -114,7 +114,7 @@ cleared. Cron-friendly: tcpsentry check --min-severity high || notify.`,
 					source = "host:" + snap.Host
 				}
 			} else {
-				snap, err = host.Collect(ctx, host.Options{Netns: netns, AllNetns: allNetns, Processes: true, Conntrack: true, EnableTimestamps: true})
+				snap, err = host.Collect(ctx, host.Options{Netns: netns, AllNetns: allNetns, Processes: true, Pipes: true, Conntrack: true, EnableTimestamps: true})
 				if err != nil {
 					return err
 				}
