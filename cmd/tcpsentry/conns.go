@@ -37,9 +37,8 @@ user, start time) and, from conntrack, when the connection started.
 Sockets come from netlink SOCK_DIAG (falling back to /proc/net when netlink
 is refused); their owners from a BPF task_file iterator when run as root
 (else from /proc/*/fd) and the owners' details from /proc; ages from
-conntrack with
-net.netfilter.nf_conntrack_timestamp, which tcpsentry turns on when run as
-root (it applies to connections opened after that). An age is shown only
+conntrack with net.netfilter.nf_conntrack_timestamp, which tcpsentry turns
+on when run as root (it applies to connections opened after that). An age is shown only
 when conntrack knows it; otherwise "-", or "<=AGE" when the only bound is
 the start time of the oldest owning process (the connection cannot be older).
 
