@@ -5,7 +5,6 @@
 package host
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,27 +54,11 @@ func inInitPIDNamespace() bool {
 
 // groupFDs turns BPF iterator records into socket inode → owners.
 func groupFDs(fds []bpfiter.FD) map[uint64][]model.Owner {
-	slices.SortFunc(fds, func(a, b bpfiter.FD) int {
-		return cmp.Or(cmp.Compare(a.Inode, b.Inode), cmp.Compare(a.TGID, b.TGID), cmp.Compare(a.FD, b.FD))
-	})
-	// One backing array for all owners and one for all descriptor numbers:
-	// a socket has one owner and one descriptor almost always.
-	byInode := make(map[uint64][]model.Owner, len(fds))
-	all := make([]model.Owner, 0, len(fds))
-	descs := make([]int32, len(fds))
-	for i := 0; i < len(fds); {
-		inode, first := fds[i].Inode, len(all)
-		for i < len(fds) && fds[i].Inode == inode {
-			pid, start := fds[i].TGID, i
-			for i < len(fds) && fds[i].Inode == inode && fds[i].TGID == pid {
-				descs[i] = fds[i].FD
-				i++
-			}
-			all = append(all, model.Owner{PID: pid, FDs: descs[start:i:i]})
-		}
-		byInode[inode] = all[first:len(all):len(all)]
+	refs := make([]proc.Ref, len(fds))
+	for i, f := range fds {
+		refs[i] = proc.Ref{Inode: f.Inode, PID: f.TGID, FD: f.FD}
 	}
-	return byInode
+	return proc.GroupOwners(refs)
 }
 
 // attachOwners sets socket owners found by the BPF iterator and reads the

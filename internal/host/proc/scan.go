@@ -209,8 +209,8 @@ func scan(ctx context.Context, opts Options, h hooks) (*Table, error) {
 	t.ErrorCount += len(errs)
 	t.Errors = errs[:min(len(errs), maxErrors)]
 
-	refs := make([]sockRef, 0, total)
-	var pipes []sockRef
+	refs := make([]Ref, 0, total)
+	var pipes []Ref
 	t.Processes = make(map[int32]*model.Process, nprocs)
 	for _, w := range ws {
 		refs = append(refs, w.refs...)
@@ -220,8 +220,8 @@ func scan(ctx context.Context, opts Options, h hooks) (*Table, error) {
 			t.Processes[p.PID] = p
 		}
 	}
-	t.Owners = groupOwners(refs)
-	t.Pipes = relayPipes(groupOwners(pipes), t.Processes)
+	t.Owners = GroupOwners(refs)
+	t.Pipes = relayPipes(GroupOwners(pipes), t.Processes)
 	// The other ends of relay pipes on stdin, stdout or stderr are the
 	// shells and interpreters a socket holder feeds: read their details too.
 	for _, owners := range t.Pipes {
@@ -269,33 +269,33 @@ func (w *worker) detailsOf(pid int32) *model.Process {
 	return w.details(pid, dirfd)
 }
 
-// sockRef is one descriptor that refers to a socket.
-type sockRef struct {
-	inode uint64
-	pid   int32
-	fd    int32
+// Ref is one descriptor that refers to a socket (or a pipe).
+type Ref struct {
+	Inode uint64
+	PID   int32
+	FD    int32
 }
 
-// groupOwners turns descriptor references into inode → owners. All owners
+// GroupOwners turns descriptor references into inode → owners. All owners
 // and descriptor lists share two backing arrays (three allocations in all,
 // plus the map), with capacities clipped so that a caller's append cannot
 // overwrite a neighbour.
-func groupOwners(refs []sockRef) map[uint64][]model.Owner {
-	slices.SortFunc(refs, func(a, b sockRef) int {
+func GroupOwners(refs []Ref) map[uint64][]model.Owner {
+	slices.SortFunc(refs, func(a, b Ref) int {
 		switch {
-		case a.inode != b.inode:
-			return cmp.Compare(a.inode, b.inode)
-		case a.pid != b.pid:
-			return cmp.Compare(a.pid, b.pid)
+		case a.Inode != b.Inode:
+			return cmp.Compare(a.Inode, b.Inode)
+		case a.PID != b.PID:
+			return cmp.Compare(a.PID, b.PID)
 		}
-		return cmp.Compare(a.fd, b.fd)
+		return cmp.Compare(a.FD, b.FD)
 	})
 	inodes, owners := 0, 0
 	for i := range refs {
-		if i == 0 || refs[i].inode != refs[i-1].inode {
+		if i == 0 || refs[i].Inode != refs[i-1].Inode {
 			inodes++
 			owners++
-		} else if refs[i].pid != refs[i-1].pid {
+		} else if refs[i].PID != refs[i-1].PID {
 			owners++
 		}
 	}
@@ -303,11 +303,11 @@ func groupOwners(refs []sockRef) map[uint64][]model.Owner {
 	all := make([]model.Owner, 0, owners)
 	fds := make([]int32, len(refs))
 	for i := 0; i < len(refs); {
-		inode, first := refs[i].inode, len(all)
-		for i < len(refs) && refs[i].inode == inode {
-			pid, start := refs[i].pid, i
-			for i < len(refs) && refs[i].inode == inode && refs[i].pid == pid {
-				fds[i] = refs[i].fd
+		inode, first := refs[i].Inode, len(all)
+		for i < len(refs) && refs[i].Inode == inode {
+			pid, start := refs[i].PID, i
+			for i < len(refs) && refs[i].Inode == inode && refs[i].PID == pid {
+				fds[i] = refs[i].FD
 				i++
 			}
 			all = append(all, model.Owner{PID: pid, FDs: fds[start:i:i]})
@@ -327,8 +327,8 @@ type worker struct {
 	all    bool
 	hooks  hooks
 
-	refs                  []sockRef
-	pipes                 []sockRef // pipe descriptors, to follow stdio relayed to a socket holder
+	refs                  []Ref
+	pipes                 []Ref // pipe descriptors, to follow stdio relayed to a socket holder
 	procs                 []*model.Process
 	scanned, denied, gone int
 	deniedPIDs            []int32 // the first few, to name in the warning
@@ -417,7 +417,7 @@ func (w *worker) dead(dirfd int) bool {
 	return err == nil && (st.State == 'Z' || st.State == 'X')
 }
 
-// readFDs appends a sockRef for every descriptor of the process that refers
+// readFDs appends a Ref for every descriptor of the process that refers
 // to a socket. This is the hot loop: no allocation per descriptor.
 func (w *worker) readFDs(pid int32, dirfd int) error {
 	if w.hooks.openFD != nil {
@@ -460,9 +460,9 @@ func (w *worker) readFDs(pid int32, dirfd int) error {
 				continue // truncated: longer than any socket link
 			}
 			if inode, ok := parseSocketLink(w.link[:l]); ok {
-				w.refs = append(w.refs, sockRef{inode: inode, pid: pid, fd: int32(fd)})
+				w.refs = append(w.refs, Ref{Inode: inode, PID: pid, FD: int32(fd)})
 			} else if inode, ok := parsePipeLink(w.link[:l]); ok {
-				w.pipes = append(w.pipes, sockRef{inode: inode, pid: pid, fd: int32(fd)})
+				w.pipes = append(w.pipes, Ref{Inode: inode, PID: pid, FD: int32(fd)})
 			}
 		}
 	}
