@@ -507,24 +507,37 @@ func TestSocketsContext(t *testing.T) {
 // the dump agrees with ss on what the host has.
 func TestSocketsMatchSS(t *testing.T) {
 	ssPath := testenv.NeedTool(t, "ss")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// A namespace of its own: other tests open and close listeners on the
+	// host meanwhile, and the counts must match exactly.
+	ns := newNetns(t)
+	var socks []model.Socket
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	err := InNetns(ns, func() error {
+		for _, addr := range []string{"127.0.0.1:0", "127.0.0.1:0", "[::1]:0"} {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+		var err error
+		socks, err = Sockets(context.Background(), DumpOptions{Protos: []model.Proto{model.ProtoTCP}, States: []model.TCPState{model.StateListen}})
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	socks, err := Sockets(context.Background(), DumpOptions{Protos: []model.Proto{model.ProtoTCP}, States: []model.TCPState{model.StateListen}})
+	out, err := exec.Command("ip", "netns", "exec", ns, ssPath, "-Htln").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(ssPath, "-Htln").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := bytes.Count(out, []byte("\n"))
-	// ss prints one line per listener; a listener can appear or vanish
-	// between the two dumps only through another process, so allow slack.
-	if d := len(socks) - n; d < -3 || d > 3 || len(socks) == 0 {
-		t.Errorf("%d TCP listeners dumped, ss -tln shows %d:\n%s", len(socks), n, out)
+	if n := bytes.Count(out, []byte("\n")); len(socks) != n || n != len(lns) {
+		t.Errorf("%d TCP listeners dumped, ss -tln shows %d, the test opened %d:\n%s", len(socks), n, len(lns), out)
 	}
 }
 
