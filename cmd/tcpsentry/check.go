@@ -189,6 +189,9 @@ func readSnapshot(path string) (*model.Snapshot, []string, error) {
 		warnings = append(warnings, e.Error())
 	}
 	if len(snap.Sockets) == 0 {
+		if len(errs) > 0 {
+			return nil, warnings, fmt.Errorf("%s: no sockets recorded (not `tcpsentry conns --json` output? first error: %v)", name, errs[0])
+		}
 		return nil, warnings, fmt.Errorf("%s: no sockets recorded", name)
 	}
 	if snap.Time.IsZero() {

@@ -83,8 +83,9 @@ offloaded, unfilled checksums, so it is off by default).`,
 				}
 			}
 			if len(logs) > 0 {
+				// Each unreadable file was already reported as a warning.
 				if err := zeeklog.ReadFiles(logs, emit, warn); err != nil && len(captures) == 0 {
-					return err
+					return fmt.Errorf("no records: none of the %d input files could be read", len(logs))
 				}
 			}
 			if len(captures) > 0 {
