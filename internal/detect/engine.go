@@ -20,6 +20,12 @@ type SnapshotDetector interface {
 	ObserveSnapshot(s *model.Snapshot, emit Emit)
 }
 
+// ConnDetector inspects connection records (from captures, conn.log or
+// live sources), in event-time order per source.
+type ConnDetector interface {
+	ObserveConn(c *model.Conn, emit Emit)
+}
+
 // Detector is anything the registry builds; it also implements one or more
 // of the observer interfaces.
 type Detector interface {
@@ -87,6 +93,30 @@ func (e *Engine) ObserveSnapshot(s *model.Snapshot) (errs []error) {
 				}
 			}()
 			sd.ObserveSnapshot(s, e.emitFor(d.Name()))
+		}()
+	}
+	return errs
+}
+
+// SetSource changes the label of the alerts emitted from now on, for a
+// caller that feeds several files through one engine.
+func (e *Engine) SetSource(source string) { e.source = source }
+
+// ObserveConn runs every connection detector on c. A detector that panics
+// is reported once per call and the others still run.
+func (e *Engine) ObserveConn(c *model.Conn) (errs []error) {
+	for _, d := range e.detectors {
+		cd, ok := d.(ConnDetector)
+		if !ok {
+			continue
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					errs = append(errs, fmt.Errorf("detector %s failed on connection %s: %v", d.Name(), c.UID, r))
+				}
+			}()
+			cd.ObserveConn(c, e.emitFor(d.Name()))
 		}()
 	}
 	return errs

@@ -56,6 +56,23 @@ func HostDetectors(cfg *config.Config, deps Deps) []Detector {
 	return out
 }
 
+// trafficRegistry lists the detectors that read connection records.
+var trafficRegistry = []entry{
+	{"suspicious-port", func(d *config.Detectors) bool { return d.SuspiciousPort.Enabled },
+		func(c *config.Config, _ Deps) Detector { return NewSuspiciousPort(c) }},
+}
+
+// TrafficDetectors builds the enabled detectors for connection records.
+func TrafficDetectors(cfg *config.Config, deps Deps) []Detector {
+	var out []Detector
+	for _, e := range trafficRegistry {
+		if e.enabled(&cfg.Detectors) {
+			out = append(out, e.build(cfg, deps))
+		}
+	}
+	return out
+}
+
 // Names lists every registered detector name, enabled or not.
 func Names() []string {
 	out := make([]string, len(registry))

@@ -83,6 +83,53 @@ func (d *SuspiciousPort) alert(snap *model.Snapshot, ix listenerIndex, s *model.
 	return a
 }
 
+// answered is whether a connection's responder took part: the handshake
+// completed (TCP) or it replied at all (UDP). A scan's unanswered probes to
+// a suspicious port say nothing about a service there; the scan detector
+// reports them.
+func answered(c *model.Conn) bool {
+	switch c.Proto {
+	case model.ProtoTCP:
+		switch c.ConnState {
+		case model.ConnS1, model.ConnSF, model.ConnS2, model.ConnS3, model.ConnRSTO, model.ConnRSTR:
+			return true
+		}
+		return false
+	case model.ProtoUDP:
+		return c.RespPkts > 0
+	}
+	return false
+}
+
+// ObserveConn implements ConnDetector: a connection that reached a service
+// on a suspicious port.
+func (d *SuspiciousPort) ObserveConn(c *model.Conn, emit Emit) {
+	if c.Proto != model.ProtoTCP && c.Proto != model.ProtoUDP {
+		return
+	}
+	p, ok := d.ports[portKey{c.Proto, c.Resp.Port()}]
+	if !ok || !answered(c) {
+		return
+	}
+	a := alert.Alert{
+		Entity:     fmt.Sprintf("conn %s %s→%s", c.Proto, c.Orig.Addr(), c.Resp),
+		Title:      fmt.Sprintf("%v talked to %v on suspicious port %s/%d", c.Orig.Addr(), c.Resp, c.Proto, c.Resp.Port()),
+		Severity:   p.Severity.Severity,
+		Confidence: 0.6,
+		Attack:     []string{"T1571"},
+		Src:        c.Orig.Addr().Unmap(), SrcPort: c.Orig.Port(), HasSrcPort: true,
+		Dst: c.Resp.Addr().Unmap(), DstPort: c.Resp.Port(), HasDstPort: true,
+		Proto:     c.Proto,
+		FirstSeen: c.TS,
+		LastSeen:  c.LastSeen(),
+		Evidence: map[string]any{
+			"port": p.Port, "reason": p.Reason, "conn_state": string(c.ConnState), "history": c.History,
+			"orig_bytes": c.OrigBytes, "resp_bytes": c.RespBytes, "uid": c.UID,
+		},
+	}
+	emit(a)
+}
+
 // checkService reports a known service's process listening off its ports.
 func (d *SuspiciousPort) checkService(snap *model.Snapshot, ix listenerIndex, s *model.Socket, proc *model.Process, emit Emit) {
 	for _, svc := range d.services {

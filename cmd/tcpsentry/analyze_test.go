@@ -1,0 +1,121 @@
+package main
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpsentry/tcpsentry/internal/capture"
+)
+
+// rawTCP builds an IPv4+TCP packet (link type raw); checksums are left
+// zero, which tcpsentry accepts unless --checksums is given.
+func rawTCP(src, dst string, flags byte, seq, ack uint32, payload int) []byte {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	b := make([]byte, 40+payload)
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	b[8], b[9] = 64, 6
+	copy(b[12:16], s.Addr().AsSlice())
+	copy(b[16:20], d.Addr().AsSlice())
+	t := b[20:]
+	binary.BigEndian.PutUint16(t[0:], s.Port())
+	binary.BigEndian.PutUint16(t[2:], d.Port())
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], ack)
+	t[12], t[13] = 5<<4, flags
+	binary.BigEndian.PutUint16(t[14:], 65535)
+	return b
+}
+
+const (
+	fFIN = 0x01
+	fSYN = 0x02
+	fPSH = 0x08
+	fACK = 0x10
+)
+
+// session appends a complete TCP session with 100 bytes from the originator.
+func session(pkts [][]byte, orig, resp string) [][]byte {
+	return append(pkts,
+		rawTCP(orig, resp, fSYN, 1000, 0, 0),
+		rawTCP(resp, orig, fSYN|fACK, 5000, 1001, 0),
+		rawTCP(orig, resp, fACK, 1001, 5001, 0),
+		rawTCP(orig, resp, fPSH|fACK, 1001, 5001, 100),
+		rawTCP(resp, orig, fACK, 5001, 1101, 0),
+		rawTCP(orig, resp, fFIN|fACK, 1101, 5001, 0),
+		rawTCP(resp, orig, fFIN|fACK, 5001, 1102, 0),
+		rawTCP(orig, resp, fACK, 1102, 5002, 0),
+	)
+}
+
+func writePcap(t *testing.T, pkts [][]byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "crafted.pcap")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := capture.NewWriter(f, capture.LinkRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 23, 2, 0, 0, 0, time.UTC)
+	for i, b := range pkts {
+		if err := w.WritePacket(t0.Add(time.Duration(i)*time.Millisecond), b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func TestAnalyzeCaptureAndConnLog(t *testing.T) {
+	var pkts [][]byte
+	pkts = session(pkts, "10.0.0.66:40000", "10.0.0.5:4444")                       // answered: alert
+	pkts = append(pkts, rawTCP("10.0.0.67:40001", "10.0.0.5:4444", fSYN, 1, 0, 0)) // unanswered probe: none
+	pkts = session(pkts, "10.0.0.66:40002", "10.0.0.5:443")                        // ordinary: none
+	pcap := writePcap(t, pkts)
+
+	out, stderr, code := run(t, "analyze", "--json", pcap)
+	if code != 1 {
+		t.Fatalf("analyze exit %d, want 1: %s", code, stderr)
+	}
+	as := parseAlerts(t, out)
+	if len(as) != 1 || as[0].Detector != "suspicious-port" || as[0].Src != "10.0.0.66" || as[0].Dst != "10.0.0.5" ||
+		as[0].DstPort == nil || *as[0].DstPort != 4444 || as[0].Severity != "high" || as[0].Evidence["conn_state"] != "SF" {
+		t.Fatalf("alerts from the capture:\n%s%+v", dumpAlerts(as), as)
+	}
+
+	// The same records as a Zeek conn.log give the same finding.
+	zeek, stderr, code := run(t, "flows", "--format", "zeek", pcap)
+	if code != 0 {
+		t.Fatalf("flows: %s", stderr)
+	}
+	connLog := filepath.Join(t.TempDir(), "conn.log")
+	if err := os.WriteFile(connLog, []byte(zeek), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = run(t, "analyze", "--json", connLog)
+	as2 := parseAlerts(t, out)
+	if code != 1 || len(as2) != 1 || as2[0].ID != as[0].ID {
+		t.Fatalf("conn.log: exit %d, alerts:\n%s%s", code, dumpAlerts(as2), stderr)
+	}
+
+	quiet := writePcap(t, session(nil, "10.0.0.66:40002", "10.0.0.5:443"))
+	if _, stderr, code := run(t, "analyze", quiet); code != 0 {
+		t.Errorf("ordinary traffic: exit %d, want 0: %s", code, stderr)
+	}
+	if _, _, code := run(t, "analyze", "--min-severity", "critical", pcap); code != 0 {
+		t.Errorf("--min-severity critical: exit %d, want 0", code)
+	}
+	garbage := filepath.Join(t.TempDir(), "garbage")
+	os.WriteFile(garbage, []byte("hello\x00world\n"), 0o644)
+	if _, stderr, code := run(t, "analyze", garbage); code != 2 || !strings.Contains(stderr, "garbage") {
+		t.Errorf("garbage input: exit %d, stderr %q; want 2 naming the file", code, stderr)
+	}
+}
