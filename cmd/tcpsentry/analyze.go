@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -35,7 +36,10 @@ recognised from the content, not the name. Alerts follow the same JSON
 contract as check.
 
 Traffic detectors so far: suspicious-port (answered connections to
-known-bad ports). Scan, flood and rapid-attempt detection is planned.
+known-bad ports) and scan (vertical and horizontal port scans, typed by
+probe: SYN, connect, FIN, NULL, Xmas, ACK, Maimon, UDP; and the Threshold
+Random Walk test on first contacts). Flood and rapid-attempt detection is
+planned.
 
 Exit status: 0 when nothing at or above --min-severity was found, 1 when
 something was, 2 on error.`,
@@ -88,6 +92,7 @@ something was, 2 on error.`,
 				}
 				read++
 			}
+			engine.Flush(time.Time{})
 			if read == 0 {
 				return fmt.Errorf("no input could be read: not captures or Zeek conn.logs, or unreadable (see the warnings above)")
 			}

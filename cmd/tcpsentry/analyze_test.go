@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,25 @@ func TestAnalyzeCaptureAndConnLog(t *testing.T) {
 	os.WriteFile(garbage, []byte("hello\x00world\n"), 0o644)
 	if _, stderr, code := run(t, "analyze", garbage); code != 2 || !strings.Contains(stderr, "garbage") {
 		t.Errorf("garbage input: exit %d, stderr %q; want 2 naming the file", code, stderr)
+	}
+}
+
+func TestAnalyzeSynScan(t *testing.T) {
+	var pkts [][]byte
+	for p := 1; p <= 50; p++ {
+		dst := "10.0.0.5:" + strconv.Itoa(p)
+		pkts = append(pkts, rawTCP("10.0.0.66:55555", dst, fSYN, 7, 0, 0))
+		if p == 22 || p == 25 { // open: SYN-ACK, then the scanner's kernel resets
+			pkts = append(pkts, rawTCP(dst, "10.0.0.66:55555", fSYN|fACK, 9, 8, 0), rawTCP("10.0.0.66:55555", dst, 0x04, 8, 0, 0))
+		} else if p%2 == 1 { // closed
+			pkts = append(pkts, rawTCP(dst, "10.0.0.66:55555", 0x14, 0, 8, 0))
+		}
+	}
+	out, stderr, code := run(t, "analyze", "--json", writePcap(t, pkts))
+	as := parseAlerts(t, out)
+	a, ok := findAlert(as, "scan", nil)
+	if code != 1 || !ok || a.Evidence["probe"] != "syn" || a.Evidence["kind"] != "vertical" || a.Evidence["ports"] != float64(50) ||
+		a.Evidence["answered"] != float64(2) || a.Src != "10.0.0.66" || a.Dst != "10.0.0.5" {
+		t.Fatalf("exit %d, alerts:\n%s%+v\n%s", code, dumpAlerts(as), as, stderr)
 	}
 }

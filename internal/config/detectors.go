@@ -15,6 +15,24 @@ type Detectors struct {
 	LateralMovement      LateralMovement `yaml:"lateral-movement"`
 	Egress               Egress          `yaml:"egress"`
 	BlocklistedIP        Toggle          `yaml:"blocklisted-ip"`
+	Scan                 Scan            `yaml:"scan"`
+}
+
+// Scan thresholds for port scans in traffic.
+type Scan struct {
+	Enabled         bool     `yaml:"enabled"`
+	VerticalPorts   int      `yaml:"vertical_ports"`   // distinct ports probed on one host
+	HorizontalHosts int      `yaml:"horizontal_hosts"` // distinct hosts probed on one port
+	Window          Duration `yaml:"window"`           // a source idle this long starts a new episode
+	// Threshold Random Walk (Jung et al. 2004): θ0 and θ1 are the chances
+	// that a benign source's and a scanner's first contact succeeds; α and
+	// β the wanted false- and true-positive rates.
+	TRWTheta0  float64 `yaml:"trw_theta0"`
+	TRWTheta1  float64 `yaml:"trw_theta1"`
+	TRWAlpha   float64 `yaml:"trw_alpha"`
+	TRWBeta    float64 `yaml:"trw_beta"`
+	MaxSources int     `yaml:"max_sources"` // sources tracked at once; the longest idle is evicted
+	MaxTargets int     `yaml:"max_targets"` // hosts tracked per source
 }
 
 // Toggle is a detector with no thresholds.
@@ -88,6 +106,26 @@ func (c *Config) semantic(report func(path string, err error)) {
 		if v.n < 1 {
 			report("$.detectors.state-pile."+v.key, fmt.Errorf("%d: must be at least 1", v.n))
 		}
+	}
+	sc := c.Detectors.Scan
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"vertical_ports", sc.VerticalPorts}, {"horizontal_hosts", sc.HorizontalHosts}, {"max_sources", sc.MaxSources}, {"max_targets", sc.MaxTargets}} {
+		if v.n < 1 {
+			report("$.detectors.scan."+v.key, fmt.Errorf("%d: must be at least 1", v.n))
+		}
+	}
+	for _, v := range []struct {
+		key string
+		p   float64
+	}{{"trw_theta0", sc.TRWTheta0}, {"trw_theta1", sc.TRWTheta1}, {"trw_alpha", sc.TRWAlpha}, {"trw_beta", sc.TRWBeta}} {
+		if !(v.p > 0 && v.p < 1) {
+			report("$.detectors.scan."+v.key, fmt.Errorf("%v: must be between 0 and 1", v.p))
+		}
+	}
+	if sc.TRWTheta1 >= sc.TRWTheta0 {
+		report("$.detectors.scan.trw_theta1", fmt.Errorf("%v: must be below trw_theta0 (%v): scanners fail more often", sc.TRWTheta1, sc.TRWTheta0))
 	}
 	lc := c.Detectors.LongConnection
 	if lc.High.Duration < lc.Medium.Duration {

@@ -26,6 +26,12 @@ type ConnDetector interface {
 	ObserveConn(c *model.Conn, emit Emit)
 }
 
+// Flusher is a detector with windows to close when the input ends or the
+// clock moves on.
+type Flusher interface {
+	Flush(now time.Time, emit Emit)
+}
+
 // Detector is anything the registry builds; it also implements one or more
 // of the observer interfaces.
 type Detector interface {
@@ -120,6 +126,15 @@ func (e *Engine) ObserveConn(c *model.Conn) (errs []error) {
 		}()
 	}
 	return errs
+}
+
+// Flush closes every detector's windows at event time now.
+func (e *Engine) Flush(now time.Time) {
+	for _, d := range e.detectors {
+		if f, ok := d.(Flusher); ok {
+			f.Flush(now, e.emitFor(d.Name()))
+		}
+	}
 }
 
 // Alerts returns the aggregated alerts, most severe first.

@@ -60,6 +60,8 @@ func HostDetectors(cfg *config.Config, deps Deps) []Detector {
 var trafficRegistry = []entry{
 	{"suspicious-port", func(d *config.Detectors) bool { return d.SuspiciousPort.Enabled },
 		func(c *config.Config, _ Deps) Detector { return NewSuspiciousPort(c) }},
+	{"scan", func(d *config.Detectors) bool { return d.Scan.Enabled },
+		func(c *config.Config, _ Deps) Detector { return NewScan(c) }},
 }
 
 // TrafficDetectors builds the enabled detectors for connection records.

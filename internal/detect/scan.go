@@ -1,0 +1,396 @@
+package detect
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tcpsentry/tcpsentry/internal/alert"
+	"github.com/tcpsentry/tcpsentry/internal/config"
+	"github.com/tcpsentry/tcpsentry/internal/model"
+)
+
+// Scan finds port scans in connection records: vertical (one source, many
+// ports of one host) and horizontal (one source, one port, many hosts) by
+// distinct-target thresholds, and, earlier, by Threshold Random Walk (Jung
+// et al., IEEE S&P 2004): a sequential hypothesis test on whether a
+// source's first contacts to new hosts succeed, which flags a scanner after
+// a handful of failures with false-positive probability about Alpha.
+type Scan struct {
+	cfg     config.Scan
+	sources map[netip.Addr]*scanSource
+	// Evicted counts sources dropped to keep the table bounded.
+	Evicted int
+	// trw thresholds in log space.
+	upper, stepFail, stepOK float64
+}
+
+// NewScan builds the detector from its thresholds.
+func NewScan(cfg *config.Config) *Scan {
+	c := cfg.Detectors.Scan
+	d := &Scan{cfg: c, sources: map[netip.Addr]*scanSource{}}
+	// Λ crosses η1 = β/α for "scanner"; failures multiply Λ by
+	// (1-θ1)/(1-θ0), successes by θ1/θ0 (Jung et al., section 4).
+	d.upper = math.Log(c.TRWBeta / c.TRWAlpha)
+	d.stepFail = math.Log((1 - c.TRWTheta1) / (1 - c.TRWTheta0))
+	d.stepOK = math.Log(c.TRWTheta1 / c.TRWTheta0)
+	return d
+}
+
+// Name implements Detector.
+func (*Scan) Name() string { return "scan" }
+
+// probe outcome of one connection record.
+type outcome uint8
+
+const (
+	outFiltered outcome = iota // no reply
+	outClosed                  // RST from the responder
+	outOpen                    // SYN-ACK (or data) from the responder
+)
+
+type scanTarget struct {
+	ports map[uint16]outcome
+}
+
+type scanSource struct {
+	first, last time.Time
+	probes      map[string]int // by probe type
+	targets     map[netip.Addr]*scanTarget
+	byPort      map[uint16]map[netip.Addr]bool
+	contacted   map[netip.Addr]bool // first contacts, for TRW
+	llr         float64             // TRW log-likelihood ratio
+	trwOK       int
+	trwFail     int
+	reported    map[scanKey]int // scans already reported, with the size reported
+}
+
+// scanKey identifies one scan of a source.
+type scanKey struct {
+	kind string // vertical, horizontal, trw
+	dst  netip.Addr
+	port uint16
+}
+
+// probeType names the scan technique from the originator's first packet
+// (or, without it, from Zeek's history); "" when c is not a probe.
+func probeType(c *model.Conn) string {
+	switch c.Proto {
+	case model.ProtoUDP:
+		if c.OrigBytes <= 64 {
+			return "udp"
+		}
+		return ""
+	case model.ProtoTCP:
+	default:
+		return ""
+	}
+	if c.OrigBytes > 0 { // the originator sent data: a conversation, not a probe
+		return ""
+	}
+	if c.Has(model.FieldFirstFlags) {
+		switch c.FirstFlags &^ (model.FlagECE | model.FlagCWR) {
+		case model.FlagSYN:
+			if strings.Contains(c.History, "A") {
+				return "connect" // the originator completed the handshake
+			}
+			return "syn"
+		case 0:
+			return "null"
+		case model.FlagFIN:
+			return "fin"
+		case model.FlagFIN | model.FlagPSH | model.FlagURG:
+			return "xmas"
+		case model.FlagACK:
+			return "ack"
+		case model.FlagFIN | model.FlagACK:
+			return "maimon"
+		}
+		return ""
+	}
+	h := strings.TrimPrefix(c.History, "^")
+	switch {
+	case strings.HasPrefix(h, "S"):
+		if strings.Contains(h, "A") {
+			return "connect"
+		}
+		return "syn"
+	case strings.HasPrefix(h, "F"):
+		return "fin"
+	}
+	return ""
+}
+
+func outcomeOf(c *model.Conn) outcome {
+	h := c.History
+	switch {
+	case strings.ContainsAny(h, "hd") || c.RespBytes > 0:
+		return outOpen
+	case strings.Contains(h, "r") || c.ConnState == model.ConnREJ:
+		return outClosed
+	case c.Proto == model.ProtoUDP && c.RespPkts > 0:
+		return outOpen
+	}
+	return outFiltered
+}
+
+// ObserveConn implements ConnDetector.
+func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
+	probe := probeType(c)
+	if probe == "" {
+		return
+	}
+	src, dst, port := c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap(), c.Resp.Port()
+	s := d.source(src, c.TS)
+	if c.TS.Sub(s.last) > d.cfg.Window.Duration {
+		// Idle longer than the window: a new episode.
+		*s = *newScanSource(c.TS)
+	}
+	if c.TS.After(s.last) {
+		s.last = c.TS
+	}
+	s.probes[probe]++
+	out := outcomeOf(c)
+
+	t := s.targets[dst]
+	if t == nil && len(s.targets) < d.cfg.MaxTargets {
+		t = &scanTarget{ports: map[uint16]outcome{}}
+		s.targets[dst] = t
+	}
+	if t != nil && len(t.ports) < 65536 {
+		if prev, ok := t.ports[port]; !ok || out > prev {
+			t.ports[port] = out
+		}
+	}
+	hosts := s.byPort[port]
+	if hosts == nil && len(s.byPort) < 65536 {
+		hosts = map[netip.Addr]bool{}
+		s.byPort[port] = hosts
+	}
+	if hosts != nil && len(hosts) < d.cfg.MaxTargets {
+		hosts[dst] = true
+	}
+	// TRW over first contacts to distinct hosts.
+	if !s.contacted[dst] && len(s.contacted) < d.cfg.MaxTargets {
+		s.contacted[dst] = true
+		if out == outOpen {
+			s.llr += d.stepOK
+			s.trwOK++
+		} else {
+			s.llr += d.stepFail
+			s.trwFail++
+		}
+	}
+
+	if t != nil && len(t.ports) >= d.cfg.VerticalPorts {
+		d.report(s, src, dst, 0, "vertical", c, emit)
+	}
+	if hosts != nil && len(hosts) >= d.cfg.HorizontalHosts {
+		d.report(s, src, netip.Addr{}, port, "horizontal", c, emit)
+	} else if s.llr >= d.upper && len(s.contacted) > 1 {
+		d.report(s, src, netip.Addr{}, 0, "trw", c, emit)
+	}
+}
+
+func newScanSource(t time.Time) *scanSource {
+	return &scanSource{first: t, last: t, probes: map[string]int{}, targets: map[netip.Addr]*scanTarget{},
+		byPort: map[uint16]map[netip.Addr]bool{}, contacted: map[netip.Addr]bool{}, reported: map[scanKey]int{}}
+}
+
+func (d *Scan) source(src netip.Addr, t time.Time) *scanSource {
+	s := d.sources[src]
+	if s != nil {
+		return s
+	}
+	if len(d.sources) >= d.cfg.MaxSources {
+		// Evict the source idle the longest; scanning for it is O(n) but
+		// happens only at the cap, under a flood of spoofed sources.
+		var oldest netip.Addr
+		var at time.Time
+		for a, v := range d.sources {
+			if at.IsZero() || v.last.Before(at) {
+				oldest, at = a, v.last
+			}
+		}
+		delete(d.sources, oldest)
+		d.Evicted++
+	}
+	s = newScanSource(t)
+	d.sources[src] = s
+	return s
+}
+
+// report emits a scan alert the first time a scan crosses a threshold;
+// Flush reports the final figures.
+func (d *Scan) report(s *scanSource, src, dst netip.Addr, port uint16, kind string, c *model.Conn, emit Emit) {
+	k := scanKey{kind, dst, port}
+	if _, done := s.reported[k]; done {
+		return
+	}
+	a := d.alert(s, src, k, c.TS)
+	s.reported[k] = a.Count
+	emit(a)
+}
+
+// size is how many distinct targets a scan has touched: its alert's count.
+func (s *scanSource) size(k scanKey) int {
+	switch k.kind {
+	case "vertical":
+		if t := s.targets[k.dst]; t != nil {
+			return len(t.ports)
+		}
+		return 0
+	case "horizontal":
+		return len(s.byPort[k.port])
+	}
+	return len(s.contacted)
+}
+
+func scanEntity(src netip.Addr, k scanKey) string {
+	switch k.kind {
+	case "vertical":
+		return fmt.Sprintf("scan vertical %v → %v", src, k.dst)
+	case "horizontal":
+		return fmt.Sprintf("scan horizontal %v → */%d", src, k.port)
+	}
+	return fmt.Sprintf("scan trw %v", src)
+}
+
+func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) alert.Alert {
+	kind, dst, port := k.kind, k.dst, k.port
+	probe := dominant(s.probes)
+	a := alert.Alert{
+		Entity:    scanEntity(src, k),
+		Count:     s.size(k),
+		Attack:    []string{"T1046"},
+		Src:       src,
+		Proto:     model.ProtoTCP,
+		FirstSeen: s.first,
+		LastSeen:  at,
+	}
+	if probe == "udp" {
+		a.Proto = model.ProtoUDP
+	}
+	probes := make(map[string]int, len(s.probes))
+	for p, n := range s.probes {
+		probes[p] = n
+	}
+	ev := map[string]any{"probe": probe, "kind": kind, "window_s": at.Sub(s.first).Seconds(), "probes": probes}
+	total := 0
+	for _, n := range s.probes {
+		total += n
+	}
+	ev["rate_per_s"] = rate(total, at.Sub(s.first))
+	switch kind {
+	case "vertical":
+		t := s.targets[dst]
+		open, closed, filtered := countOutcomes(t.ports)
+		n := len(t.ports)
+		a.Dst = dst
+		a.Title = fmt.Sprintf("vertical %s scan of %v: %d ports", strings.ToUpper(probe), dst, n)
+		ev["ports"], ev["answered"], ev["closed"], ev["unanswered"] = n, open, closed, filtered
+		ev["open_ports"] = openPorts(t.ports, 50)
+		a.Severity, a.Confidence = severityFor(n, d.cfg.VerticalPorts), 0.9
+	case "horizontal":
+		hosts := s.byPort[port]
+		a.DstPort, a.HasDstPort = port, true
+		a.Title = fmt.Sprintf("horizontal %s scan of port %d: %d hosts", strings.ToUpper(probe), port, len(hosts))
+		ev["hosts"] = len(hosts)
+		a.Severity, a.Confidence = severityFor(len(hosts), d.cfg.HorizontalHosts), 0.9
+	default:
+		a.Title = fmt.Sprintf("%v probing hosts: %d of %d first contacts failed (threshold random walk)", src, s.trwFail, s.trwFail+s.trwOK)
+		ev["kind"] = "horizontal"
+		ev["method"] = "trw"
+		ev["hosts"], ev["failed"], ev["succeeded"] = len(s.contacted), s.trwFail, s.trwOK
+		ev["llr"], ev["llr_threshold"] = s.llr, d.upper
+		a.Severity, a.Confidence = alert.Medium, 1-d.cfg.TRWAlpha
+	}
+	a.Evidence = ev
+	return a
+}
+
+// Flush implements Flusher: the final figures of every scan that grew
+// since it was reported. Its count is what the scan added since.
+func (d *Scan) Flush(_ time.Time, emit Emit) {
+	srcs := make([]netip.Addr, 0, len(d.sources))
+	for a := range d.sources {
+		srcs = append(srcs, a)
+	}
+	slices.SortFunc(srcs, netip.Addr.Compare)
+	for _, src := range srcs {
+		s := d.sources[src]
+		keys := make([]scanKey, 0, len(s.reported))
+		for k := range s.reported {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(a, b scanKey) int {
+			return cmp.Or(strings.Compare(a.kind, b.kind), a.dst.Compare(b.dst), cmp.Compare(a.port, b.port))
+		})
+		for _, k := range keys {
+			n := s.size(k)
+			if n <= s.reported[k] {
+				continue
+			}
+			a := d.alert(s, src, k, s.last)
+			a.Count = n - s.reported[k]
+			s.reported[k] = n
+			emit(a)
+		}
+	}
+}
+
+func severityFor(n, threshold int) alert.Severity {
+	if n >= 5*threshold {
+		return alert.Critical
+	}
+	return alert.High
+}
+
+func countOutcomes(ports map[uint16]outcome) (open, closed, filtered int) {
+	for _, o := range ports {
+		switch o {
+		case outOpen:
+			open++
+		case outClosed:
+			closed++
+		default:
+			filtered++
+		}
+	}
+	return
+}
+
+func openPorts(ports map[uint16]outcome, max int) []uint16 {
+	var out []uint16
+	for p, o := range ports {
+		if o == outOpen {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > max {
+		out = out[:max]
+	}
+	return out
+}
+
+func dominant(m map[string]int) string {
+	best, n := "", -1
+	for k, v := range m {
+		if v > n || (v == n && k < best) {
+			best, n = k, v
+		}
+	}
+	return best
+}
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return float64(n)
+	}
+	return math.Round(float64(n)/d.Seconds()*10) / 10
+}

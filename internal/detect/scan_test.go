@@ -1,0 +1,135 @@
+package detect
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tcpsentry/tcpsentry/internal/alert"
+	"github.com/tcpsentry/tcpsentry/internal/model"
+)
+
+// probeConn is one scan probe as the flow tracker records it.
+func probeConn(at time.Duration, src, dst string, proto model.Proto, flags model.TCPFlags, history string, state model.ConnState) *model.Conn {
+	return &model.Conn{TS: snapTime.Add(at), UID: "C" + dst, Orig: netip.MustParseAddrPort(src), Resp: netip.MustParseAddrPort(dst),
+		Proto: proto, FirstFlags: flags, History: history, ConnState: state}
+}
+
+func TestProbeType(t *testing.T) {
+	cases := []struct {
+		flags   model.TCPFlags
+		history string
+		proto   model.Proto
+		want    string
+	}{
+		{model.FlagSYN, "S", model.ProtoTCP, "syn"},
+		{model.FlagSYN, "ShR", model.ProtoTCP, "syn"},
+		{model.FlagSYN, "ShAR", model.ProtoTCP, "connect"},
+		{model.FlagSYN | model.FlagECE | model.FlagCWR, "S", model.ProtoTCP, "syn"},
+		{0, "", model.ProtoTCP, "null"},
+		{model.FlagFIN, "F", model.ProtoTCP, "fin"},
+		{model.FlagFIN | model.FlagPSH | model.FlagURG, "F", model.ProtoTCP, "xmas"},
+		{model.FlagACK, "A", model.ProtoTCP, "ack"},
+		{model.FlagFIN | model.FlagACK, "F", model.ProtoTCP, "maimon"},
+		{0, "", model.ProtoUDP, "udp"},
+		{model.FlagSYN | model.FlagACK, "H", model.ProtoTCP, ""},
+	}
+	for _, tc := range cases {
+		c := probeConn(0, "10.0.0.66:40000", "10.0.0.5:22", tc.proto, tc.flags, tc.history, model.ConnS0)
+		if got := probeType(c); got != tc.want {
+			t.Errorf("flags %q history %q: %q, want %q", tc.flags, tc.history, got, tc.want)
+		}
+	}
+	// From a Zeek conn.log without first_flags: typed from the history.
+	c := probeConn(0, "10.0.0.66:40000", "10.0.0.5:22", model.ProtoTCP, 0, "ShAR", model.ConnRSTO)
+	c.Unset |= model.FieldFirstFlags
+	if got := probeType(c); got != "connect" {
+		t.Errorf("history-only connect probe typed %q", got)
+	}
+	// A conversation is not a probe.
+	c = probeConn(0, "10.0.0.66:40000", "10.0.0.5:22", model.ProtoTCP, model.FlagSYN, "ShADadFf", model.ConnSF)
+	c.OrigBytes = 120
+	if got := probeType(c); got != "" {
+		t.Errorf("conversation typed %q", got)
+	}
+}
+
+func TestScanVertical(t *testing.T) {
+	e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
+	for p := 1; p <= 100; p++ {
+		h, st := "S", model.ConnS0
+		if p%30 == 0 { // three open ports: SYN-ACK, then the scanner's RST
+			h, st = "ShR", model.ConnRSTO
+		} else if p%2 == 0 { // closed: RST from the target
+			h, st = "Sr", model.ConnREJ
+		}
+		e.ObserveConn(probeConn(time.Duration(p)*time.Millisecond, "10.0.0.66:40000", fmt.Sprintf("10.0.0.5:%d", p), model.ProtoTCP, model.FlagSYN, h, st))
+	}
+	e.Flush(snapTime.Add(time.Second))
+	as := e.Alerts()
+	if len(as) != 1 {
+		t.Fatalf("alerts: %+v", as)
+	}
+	a := as[0]
+	if a.Severity != alert.Critical || a.Title != "vertical SYN scan of 10.0.0.5: 100 ports" || a.Count != 100 ||
+		a.Evidence["answered"] != 3 || a.Evidence["kind"] != "vertical" || a.Evidence["probe"] != "syn" ||
+		!a.FirstSeen.Equal(snapTime.Add(time.Millisecond)) || a.Src != netip.MustParseAddr("10.0.0.66") || a.Attack[0] != "T1046" {
+		t.Errorf("vertical scan alert = %+v", a)
+	}
+	// The alert came at the 20th distinct port: latency is bounded by the threshold.
+	if ports := a.Evidence["ports"]; ports != 100 {
+		t.Errorf("evidence ports = %v", ports)
+	}
+}
+
+func TestScanHorizontalAndTRW(t *testing.T) {
+	e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
+	var first []alert.Alert
+	for h := 1; h <= 30; h++ {
+		e.ObserveConn(probeConn(time.Duration(h)*time.Second, "10.0.0.66:40000", fmt.Sprintf("10.0.1.%d:445", h), model.ProtoTCP, model.FlagSYN, "S", model.ConnS0))
+		if h == 4 {
+			first = e.Alerts()
+		}
+	}
+	if len(first) != 1 || first[0].Evidence["method"] != "trw" || first[0].Severity != alert.Medium {
+		t.Fatalf("after 4 failed first contacts, want one TRW alert, got %+v", first)
+	}
+	e.Flush(snapTime.Add(time.Minute))
+	as := e.Alerts()
+	if len(as) != 2 || as[0].Title != "horizontal SYN scan of port 445: 30 hosts" || as[0].Severity != alert.High || as[0].Count != 30 {
+		t.Errorf("alerts = %+v", as)
+	}
+}
+
+func TestScanQuietOnClients(t *testing.T) {
+	e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
+	for h := 1; h <= 50; h++ {
+		// A crawler: 50 hosts, every connection answered and carrying data.
+		c := probeConn(time.Duration(h)*time.Second, "10.0.0.7:40000", fmt.Sprintf("198.51.100.%d:443", h), model.ProtoTCP, model.FlagSYN, "ShADadFf", model.ConnSF)
+		c.OrigBytes, c.RespBytes = 500, 5000
+		e.ObserveConn(c)
+		// A client retrying one dead service: one target, many attempts.
+		e.ObserveConn(probeConn(time.Duration(h)*time.Second, "10.0.0.8:40000", "10.0.0.9:8080", model.ProtoTCP, model.FlagSYN, "S", model.ConnS0))
+		// A monitoring probe answered by every host (TRW sees successes).
+		e.ObserveConn(probeConn(time.Duration(h)*time.Second, "10.0.0.10:40000", fmt.Sprintf("10.0.2.%d:22", h%10), model.ProtoTCP, model.FlagSYN, "ShAR", model.ConnRSTO))
+	}
+	e.Flush(snapTime.Add(time.Hour))
+	if as := e.Alerts(); len(as) != 0 {
+		t.Errorf("benign traffic raised %d alerts: %+v", len(as), as[0])
+	}
+}
+
+func TestScanStateBounded(t *testing.T) {
+	cfg := defaults(t)
+	cfg.Detectors.Scan.MaxSources = 10
+	d := NewScan(cfg)
+	e := NewEngine([]Detector{d}, "pcap:test", nil)
+	for i := 0; i < 1000; i++ {
+		src := fmt.Sprintf("198.18.%d.%d:1234", i/250, i%250+1)
+		e.ObserveConn(probeConn(time.Duration(i)*time.Millisecond, src, "10.0.0.5:80", model.ProtoTCP, model.FlagSYN, "S", model.ConnS0))
+	}
+	if len(d.sources) > 10 || d.Evicted != 990 {
+		t.Errorf("sources %d, evicted %d; want at most 10 and 990", len(d.sources), d.Evicted)
+	}
+}
