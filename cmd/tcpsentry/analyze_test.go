@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -138,5 +139,37 @@ func TestAnalyzeSynScan(t *testing.T) {
 	if code != 1 || !ok || a.Evidence["probe"] != "syn" || a.Evidence["kind"] != "vertical" || a.Evidence["ports"] != float64(50) ||
 		a.Evidence["answered"] != float64(2) || a.Src != "10.0.0.66" || a.Dst != "10.0.0.5" {
 		t.Fatalf("exit %d, alerts:\n%s%+v\n%s", code, dumpAlerts(as), as, stderr)
+	}
+}
+
+// TestAnalyzeRecordedNmap runs analyze over real nmap scans recorded in a
+// namespace lab (testdata/README.md), from the capture and from the
+// conn.log flows writes for it: every scan type is found and named.
+func TestAnalyzeRecordedNmap(t *testing.T) {
+	zeek, stderr, code := run(t, "flows", "--format", "zeek", "testdata/nmap-lab.pcap")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	connLog := filepath.Join(t.TempDir(), "conn.log")
+	if err := os.WriteFile(connLog, []byte(zeek), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, input := range []string{"testdata/nmap-lab.pcap", connLog} {
+		out, stderr, code := run(t, "analyze", "--json", input)
+		if code != 1 {
+			t.Fatalf("%s: exit %d: %s", input, code, stderr)
+		}
+		got := map[string]float64{}
+		for _, a := range parseAlerts(t, out) {
+			if a.Detector != "scan" || a.Src != "10.252.3.1" || a.Dst != "10.252.3.2" || a.Evidence["kind"] != "vertical" {
+				t.Errorf("%s: unexpected alert %s %s", input, a.Detector, a.Title)
+				continue
+			}
+			got[a.Evidence["probe"].(string)] = a.Evidence["ports"].(float64)
+		}
+		want := map[string]float64{"syn": 100, "fin": 100, "null": 100, "xmas": 100, "ack": 100, "maimon": 100, "udp": 30}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: scans found %v, want %v", input, got, want)
+		}
 	}
 }

@@ -57,11 +57,17 @@ type scanTarget struct {
 	ports map[uint16]outcome
 }
 
+// probeState is what one source did with one probe type: a SYN scan and a
+// FIN scan of the same host are two findings.
+type probeState struct {
+	targets map[netip.Addr]*scanTarget
+	byPort  map[uint16]map[netip.Addr]bool
+}
+
 type scanSource struct {
 	first, last time.Time
 	probes      map[string]int // by probe type
-	targets     map[netip.Addr]*scanTarget
-	byPort      map[uint16]map[netip.Addr]bool
+	byProbe     map[string]*probeState
 	contacted   map[netip.Addr]bool // first contacts, for TRW
 	llr         float64             // TRW log-likelihood ratio
 	trwOK       int
@@ -71,9 +77,10 @@ type scanSource struct {
 
 // scanKey identifies one scan of a source.
 type scanKey struct {
-	kind string // vertical, horizontal, trw
-	dst  netip.Addr
-	port uint16
+	kind  string // vertical, horizontal, trw
+	probe string // syn, fin, …; "" for trw
+	dst   netip.Addr
+	port  uint16
 }
 
 // probeType names the scan technique from the originator's first packet
@@ -155,21 +162,26 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 	}
 	s.probes[probe]++
 	out := outcomeOf(c)
+	ps := s.byProbe[probe]
+	if ps == nil {
+		ps = &probeState{targets: map[netip.Addr]*scanTarget{}, byPort: map[uint16]map[netip.Addr]bool{}}
+		s.byProbe[probe] = ps
+	}
 
-	t := s.targets[dst]
-	if t == nil && len(s.targets) < d.cfg.MaxTargets {
+	t := ps.targets[dst]
+	if t == nil && len(ps.targets) < d.cfg.MaxTargets {
 		t = &scanTarget{ports: map[uint16]outcome{}}
-		s.targets[dst] = t
+		ps.targets[dst] = t
 	}
 	if t != nil && len(t.ports) < 65536 {
 		if prev, ok := t.ports[port]; !ok || out > prev {
 			t.ports[port] = out
 		}
 	}
-	hosts := s.byPort[port]
-	if hosts == nil && len(s.byPort) < 65536 {
+	hosts := ps.byPort[port]
+	if hosts == nil && len(ps.byPort) < 65536 {
 		hosts = map[netip.Addr]bool{}
-		s.byPort[port] = hosts
+		ps.byPort[port] = hosts
 	}
 	if hosts != nil && len(hosts) < d.cfg.MaxTargets {
 		hosts[dst] = true
@@ -187,18 +199,18 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 	}
 
 	if t != nil && len(t.ports) >= d.cfg.VerticalPorts {
-		d.report(s, src, dst, 0, "vertical", c, emit)
+		d.report(s, src, scanKey{kind: "vertical", probe: probe, dst: dst}, c, emit)
 	}
 	if hosts != nil && len(hosts) >= d.cfg.HorizontalHosts {
-		d.report(s, src, netip.Addr{}, port, "horizontal", c, emit)
+		d.report(s, src, scanKey{kind: "horizontal", probe: probe, port: port}, c, emit)
 	} else if s.llr >= d.upper && len(s.contacted) > 1 {
-		d.report(s, src, netip.Addr{}, 0, "trw", c, emit)
+		d.report(s, src, scanKey{kind: "trw"}, c, emit)
 	}
 }
 
 func newScanSource(t time.Time) *scanSource {
-	return &scanSource{first: t, last: t, probes: map[string]int{}, targets: map[netip.Addr]*scanTarget{},
-		byPort: map[uint16]map[netip.Addr]bool{}, contacted: map[netip.Addr]bool{}, reported: map[scanKey]int{}}
+	return &scanSource{first: t, last: t, probes: map[string]int{}, byProbe: map[string]*probeState{},
+		contacted: map[netip.Addr]bool{}, reported: map[scanKey]int{}}
 }
 
 func (d *Scan) source(src netip.Addr, t time.Time) *scanSource {
@@ -226,8 +238,7 @@ func (d *Scan) source(src netip.Addr, t time.Time) *scanSource {
 
 // report emits a scan alert the first time a scan crosses a threshold;
 // Flush reports the final figures.
-func (d *Scan) report(s *scanSource, src, dst netip.Addr, port uint16, kind string, c *model.Conn, emit Emit) {
-	k := scanKey{kind, dst, port}
+func (d *Scan) report(s *scanSource, src netip.Addr, k scanKey, c *model.Conn, emit Emit) {
 	if _, done := s.reported[k]; done {
 		return
 	}
@@ -238,31 +249,36 @@ func (d *Scan) report(s *scanSource, src, dst netip.Addr, port uint16, kind stri
 
 // size is how many distinct targets a scan has touched: its alert's count.
 func (s *scanSource) size(k scanKey) int {
-	switch k.kind {
-	case "vertical":
-		if t := s.targets[k.dst]; t != nil {
+	ps := s.byProbe[k.probe]
+	switch {
+	case k.kind == "trw":
+		return len(s.contacted)
+	case ps == nil:
+		return 0
+	case k.kind == "vertical":
+		if t := ps.targets[k.dst]; t != nil {
 			return len(t.ports)
 		}
 		return 0
-	case "horizontal":
-		return len(s.byPort[k.port])
 	}
-	return len(s.contacted)
+	return len(ps.byPort[k.port])
 }
 
 func scanEntity(src netip.Addr, k scanKey) string {
 	switch k.kind {
 	case "vertical":
-		return fmt.Sprintf("scan vertical %v → %v", src, k.dst)
+		return fmt.Sprintf("scan vertical %s %v → %v", k.probe, src, k.dst)
 	case "horizontal":
-		return fmt.Sprintf("scan horizontal %v → */%d", src, k.port)
+		return fmt.Sprintf("scan horizontal %s %v → */%d", k.probe, src, k.port)
 	}
 	return fmt.Sprintf("scan trw %v", src)
 }
 
 func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) alert.Alert {
-	kind, dst, port := k.kind, k.dst, k.port
-	probe := dominant(s.probes)
+	kind, dst, port, probe := k.kind, k.dst, k.port, k.probe
+	if kind == "trw" {
+		probe = dominant(s.probes)
+	}
 	a := alert.Alert{
 		Entity:    scanEntity(src, k),
 		Count:     s.size(k),
@@ -287,7 +303,7 @@ func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) ale
 	ev["rate_per_s"] = rate(total, at.Sub(s.first))
 	switch kind {
 	case "vertical":
-		t := s.targets[dst]
+		t := s.byProbe[probe].targets[dst]
 		open, closed, filtered := countOutcomes(t.ports)
 		n := len(t.ports)
 		a.Dst = dst
@@ -296,7 +312,7 @@ func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) ale
 		ev["open_ports"] = openPorts(t.ports, 50)
 		a.Severity, a.Confidence = severityFor(n, d.cfg.VerticalPorts), 0.9
 	case "horizontal":
-		hosts := s.byPort[port]
+		hosts := s.byProbe[probe].byPort[port]
 		a.DstPort, a.HasDstPort = port, true
 		a.Title = fmt.Sprintf("horizontal %s scan of port %d: %d hosts", strings.ToUpper(probe), port, len(hosts))
 		ev["hosts"] = len(hosts)
@@ -328,7 +344,7 @@ func (d *Scan) Flush(_ time.Time, emit Emit) {
 			keys = append(keys, k)
 		}
 		slices.SortFunc(keys, func(a, b scanKey) int {
-			return cmp.Or(strings.Compare(a.kind, b.kind), a.dst.Compare(b.dst), cmp.Compare(a.port, b.port))
+			return cmp.Or(strings.Compare(a.kind, b.kind), strings.Compare(a.probe, b.probe), a.dst.Compare(b.dst), cmp.Compare(a.port, b.port))
 		})
 		for _, k := range keys {
 			n := s.size(k)
