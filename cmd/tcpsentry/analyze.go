@@ -38,8 +38,8 @@ contract as check.
 Traffic detectors so far: suspicious-port (answered connections to
 known-bad ports) and scan (vertical and horizontal port scans, typed by
 probe: SYN, connect, FIN, NULL, Xmas, ACK, Maimon, UDP; and the Threshold
-Random Walk test on first contacts). Flood and rapid-attempt detection is
-planned.
+Random Walk test on first contacts) and flood (SYN floods on one host:port,
+spoofed sources or not). Rapid-attempt detection is planned.
 
 Exit status: 0 when nothing at or above --min-severity was found, 1 when
 something was, 2 on error.`,

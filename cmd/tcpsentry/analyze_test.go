@@ -146,7 +146,7 @@ func TestAnalyzeSynScan(t *testing.T) {
 // namespace lab (testdata/README.md), from the capture and from the
 // conn.log flows writes for it: every scan type is found and named.
 func TestAnalyzeRecordedNmap(t *testing.T) {
-	zeek, stderr, code := run(t, "flows", "--format", "zeek", "testdata/nmap-lab.pcap")
+	zeek, stderr, code := run(t, "flows", "--format", "zeek", "testdata/nmap-lab.pcap.gz")
 	if code != 0 {
 		t.Fatal(stderr)
 	}
@@ -154,7 +154,7 @@ func TestAnalyzeRecordedNmap(t *testing.T) {
 	if err := os.WriteFile(connLog, []byte(zeek), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, input := range []string{"testdata/nmap-lab.pcap", connLog} {
+	for _, input := range []string{"testdata/nmap-lab.pcap.gz", connLog} {
 		out, stderr, code := run(t, "analyze", "--json", input)
 		if code != 1 {
 			t.Fatalf("%s: exit %d: %s", input, code, stderr)
@@ -171,5 +171,20 @@ func TestAnalyzeRecordedNmap(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s: scans found %v, want %v", input, got, want)
 		}
+	}
+}
+
+// TestAnalyzeRecordedFlood: a real hping3 random-source SYN flood is one
+// flood alert on the right target, and not a scan.
+func TestAnalyzeRecordedFlood(t *testing.T) {
+	out, stderr, code := run(t, "analyze", "--json", "testdata/hping3-flood.pcap.gz")
+	as := parseAlerts(t, out)
+	if code != 1 || len(as) != 1 {
+		t.Fatalf("exit %d, alerts:\n%s%s", code, dumpAlerts(as), stderr)
+	}
+	a := as[0]
+	if a.Detector != "flood" || a.Dst != "10.252.4.2" || a.DstPort == nil || *a.DstPort != 80 ||
+		a.Evidence["attempts"] != float64(5000) || a.Evidence["spoofed_likely"] != true {
+		t.Errorf("flood alert = %+v", a)
 	}
 }

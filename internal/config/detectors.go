@@ -16,6 +16,17 @@ type Detectors struct {
 	Egress               Egress          `yaml:"egress"`
 	BlocklistedIP        Toggle          `yaml:"blocklisted-ip"`
 	Scan                 Scan            `yaml:"scan"`
+	Flood                Flood           `yaml:"flood"`
+}
+
+// Flood thresholds for SYN floods in traffic.
+type Flood struct {
+	Enabled       bool     `yaml:"enabled"`
+	Attempts      int      `yaml:"attempts"`        // half-open attempts on one host:port
+	RatePerSecond int      `yaml:"rate_per_second"` // and at least this many in one second
+	Window        Duration `yaml:"window"`          // a target quiet this long starts a new episode
+	MaxTargets    int      `yaml:"max_targets"`     // targets tracked at once; the quietest is evicted
+	MaxSources    int      `yaml:"max_sources"`     // distinct sources remembered per target
 }
 
 // Scan thresholds for port scans in traffic.
@@ -126,6 +137,15 @@ func (c *Config) semantic(report func(path string, err error)) {
 	}
 	if sc.TRWTheta1 >= sc.TRWTheta0 {
 		report("$.detectors.scan.trw_theta1", fmt.Errorf("%v: must be below trw_theta0 (%v): scanners fail more often", sc.TRWTheta1, sc.TRWTheta0))
+	}
+	fl := c.Detectors.Flood
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"attempts", fl.Attempts}, {"rate_per_second", fl.RatePerSecond}, {"max_targets", fl.MaxTargets}, {"max_sources", fl.MaxSources}} {
+		if v.n < 1 {
+			report("$.detectors.flood."+v.key, fmt.Errorf("%d: must be at least 1", v.n))
+		}
 	}
 	lc := c.Detectors.LongConnection
 	if lc.High.Duration < lc.Medium.Duration {

@@ -62,6 +62,8 @@ var trafficRegistry = []entry{
 		func(c *config.Config, _ Deps) Detector { return NewSuspiciousPort(c) }},
 	{"scan", func(d *config.Detectors) bool { return d.Scan.Enabled },
 		func(c *config.Config, _ Deps) Detector { return NewScan(c) }},
+	{"flood", func(d *config.Detectors) bool { return d.Flood.Enabled },
+		func(c *config.Config, _ Deps) Detector { return NewFlood(c) }},
 }
 
 // TrafficDetectors builds the enabled detectors for connection records.
