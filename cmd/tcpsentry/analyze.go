@@ -55,49 +55,12 @@ something was, 2 on error.`,
 			if err != nil {
 				return err
 			}
-			deps, warnings := buildDeps(cmd.Context(), cfg, nil, "")
-			stderr := cmd.ErrOrStderr()
-			output.WriteWarnings(stderr, warnings)
-			warned := 0
-			warn := func(err error) {
-				warned++
-				output.WriteWarnings(stderr, []string{err.Error()})
-			}
-			engine := detect.NewEngine(detect.TrafficDetectors(cfg, deps), "", nil)
-			records := 0
-			observe := func(c *model.Conn) {
-				records++
-				for _, err := range engine.ObserveConn(c) {
-					warn(err)
-				}
-			}
-			read := 0
-			for _, path := range args {
-				records, warned = 0, 0
-				if capture.IsCapture(path) {
-					engine.SetSource("pcap:" + path)
-					if _, err := flow.Run(cmd.Context(), flow.Input{
-						Paths: []string{path}, Options: flow.Options{Checksums: checksums}, Emit: observe, Warn: warn,
-					}); err != nil {
-						warn(err)
-						continue
-					}
-				} else {
-					engine.SetSource("conn.log:" + path)
-					// Errors are reported through warn; a file that gave
-					// nothing but warnings was not a conn.log at all.
-					if err := zeeklog.ReadFiles([]string{path}, observe, warn); err != nil || (records == 0 && warned > 0) {
-						continue
-					}
-				}
-				read++
-			}
-			engine.Flush(time.Time{})
-			if read == 0 {
-				return fmt.Errorf("no input could be read: not captures or Zeek conn.logs, or unreadable (see the warnings above)")
+			alerts, err := analyzeFiles(cmd, cfg, args, checksums)
+			if err != nil {
+				return err
 			}
 			var found []alert.Alert
-			for _, a := range engine.Alerts() {
+			for _, a := range alerts {
 				if a.Severity >= min {
 					found = append(found, a)
 				}
@@ -126,4 +89,52 @@ something was, 2 on error.`,
 	f.StringVar(&minSev, "min-severity", "low", "report and set the exit status only for findings at or above: low, medium, high, critical")
 	f.BoolVar(&checksums, "checksums", false, "validate checksums and drop bad packets, as Zeek does without -C")
 	return cmd
+}
+
+// analyzeFiles runs the traffic detectors over captures and conn.logs and
+// returns the aggregated alerts; what could not be read is warned about on
+// stderr, and it fails only when no file could be read at all.
+func analyzeFiles(cmd *cobra.Command, cfg *config.Config, args []string, checksums bool) ([]alert.Alert, error) {
+	deps, warnings := buildDeps(cmd.Context(), cfg, nil, "")
+	stderr := cmd.ErrOrStderr()
+	output.WriteWarnings(stderr, warnings)
+	warned := 0
+	warn := func(err error) {
+		warned++
+		output.WriteWarnings(stderr, []string{err.Error()})
+	}
+	engine := detect.NewEngine(detect.TrafficDetectors(cfg, deps), "", nil)
+	records := 0
+	observe := func(c *model.Conn) {
+		records++
+		for _, err := range engine.ObserveConn(c) {
+			warn(err)
+		}
+	}
+	read := 0
+	for _, path := range args {
+		records, warned = 0, 0
+		if capture.IsCapture(path) {
+			engine.SetSource("pcap:" + path)
+			if _, err := flow.Run(cmd.Context(), flow.Input{
+				Paths: []string{path}, Options: flow.Options{Checksums: checksums}, Emit: observe, Warn: warn,
+			}); err != nil {
+				warn(err)
+				continue
+			}
+		} else {
+			engine.SetSource("conn.log:" + path)
+			// Errors are reported through warn; a file that gave
+			// nothing but warnings was not a conn.log at all.
+			if err := zeeklog.ReadFiles([]string{path}, observe, warn); err != nil || (records == 0 && warned > 0) {
+				continue
+			}
+		}
+		read++
+	}
+	engine.Flush(time.Time{})
+	if read == 0 {
+		return nil, fmt.Errorf("no input could be read: not captures or Zeek conn.logs, or unreadable (see the warnings above)")
+	}
+	return engine.Alerts(), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -186,5 +187,37 @@ func TestAnalyzeRecordedFlood(t *testing.T) {
 	if a.Detector != "flood" || a.Dst != "10.252.4.2" || a.DstPort == nil || *a.DstPort != 80 ||
 		a.Evidence["attempts"] != float64(5000) || a.Evidence["spoofed_likely"] != true {
 		t.Errorf("flood alert = %+v", a)
+	}
+}
+
+// TestEvalRecordedLab scores the recorded lab captures against their truth.
+func TestEvalRecordedLab(t *testing.T) {
+	out, stderr, code := run(t, "eval", "--json", "--truth", "testdata/lab-truth.csv", "testdata/nmap-lab.pcap.gz", "testdata/hping3-flood.pcap.gz")
+	if code != 0 {
+		t.Fatalf("eval exit %d: %s", code, stderr)
+	}
+	var r struct {
+		Classes []struct {
+			Class       string  `json:"class"`
+			Recall      float64 `json:"recall"`
+			Precision   float64 `json:"precision"`
+			LatencyMaxS float64 `json:"latency_max_s"`
+		} `json:"classes"`
+		AlertsOnUncovered int `json:"alerts_on_uncovered"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if len(r.Classes) != 2 || r.AlertsOnUncovered != 0 {
+		t.Fatalf("report: %s", out)
+	}
+	for _, c := range r.Classes {
+		// Detection within a second of the attack's first packet, in event time.
+		if c.Recall != 1 || c.Precision != 1 || c.LatencyMaxS > 1 {
+			t.Errorf("%s: recall %v precision %v latency %v s", c.Class, c.Recall, c.Precision, c.LatencyMaxS)
+		}
+	}
+	if _, stderr, code := run(t, "eval", "--truth", "testdata/README.md", "testdata/nmap-lab.pcap.gz"); code != 2 || !strings.Contains(stderr, "README.md:1: header") {
+		t.Errorf("bad truth file: exit %d, %q", code, stderr)
 	}
 }

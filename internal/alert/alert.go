@@ -86,6 +86,7 @@ type Alert struct {
 	Evidence   map[string]any // the numbers that crossed which threshold
 	FirstSeen  time.Time      // event time of the first observation
 	LastSeen   time.Time      // event time of the latest observation
+	Raised     time.Time      // event time the finding was first raised; detection latency is Raised minus the attack's start
 	Count      int            // observations aggregated into this alert (≥ 1)
 	Source     string         // where it was seen: host:NAME, file:PATH, iface:NAME
 }
@@ -148,6 +149,7 @@ type jsonAlert struct {
 	Evidence   map[string]any `json:"evidence"`
 	FirstSeen  time.Time      `json:"first_seen"`
 	LastSeen   time.Time      `json:"last_seen"`
+	Raised     *time.Time     `json:"raised,omitempty"`
 	Count      int            `json:"count"`
 	Source     string         `json:"source,omitempty"`
 }
@@ -159,6 +161,10 @@ func (a Alert) MarshalJSON() ([]byte, error) {
 		Confidence: a.Confidence, Attack: a.Attack, Entity: a.Entity, Process: a.Process,
 		Evidence: a.Evidence, FirstSeen: a.FirstSeen.UTC(), LastSeen: a.LastSeen.UTC(),
 		Count: a.Count, Source: a.Source,
+	}
+	if !a.Raised.IsZero() {
+		r := a.Raised.UTC()
+		j.Raised = &r
 	}
 	if j.Attack == nil {
 		j.Attack = []string{}
@@ -194,6 +200,9 @@ func (a *Alert) UnmarshalJSON(b []byte) error {
 		ID: j.ID, Detector: j.Detector, Title: j.Title, Severity: j.Severity,
 		Confidence: j.Confidence, Attack: j.Attack, Entity: j.Entity, Process: j.Process,
 		Evidence: j.Evidence, FirstSeen: j.FirstSeen, LastSeen: j.LastSeen, Count: j.Count, Source: j.Source,
+	}
+	if j.Raised != nil {
+		a.Raised = *j.Raised
 	}
 	if j.Src != nil {
 		a.Src = *j.Src
@@ -240,6 +249,9 @@ func (g *Aggregator) Add(a Alert) {
 	}
 	if a.LastSeen.IsZero() {
 		a.LastSeen = a.FirstSeen
+	}
+	if a.Raised.IsZero() {
+		a.Raised = a.LastSeen
 	}
 	cur, ok := g.byID[a.ID]
 	if !ok {

@@ -54,14 +54,22 @@ const (
 )
 
 type scanTarget struct {
-	ports map[uint16]outcome
+	ports map[uint16]portSeen
+}
+
+// portSeen is the best outcome of the probes to one port, and when the
+// port was first probed: records arrive in the order connections end, so
+// the moment a scan crossed its threshold is computed from these times.
+type portSeen struct {
+	out   outcome
+	first time.Time
 }
 
 // probeState is what one source did with one probe type: a SYN scan and a
 // FIN scan of the same host are two findings.
 type probeState struct {
 	targets map[netip.Addr]*scanTarget
-	byPort  map[uint16]map[netip.Addr]bool
+	byPort  map[uint16]map[netip.Addr]time.Time // first probe time per host
 }
 
 type scanSource struct {
@@ -164,27 +172,32 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 	out := outcomeOf(c)
 	ps := s.byProbe[probe]
 	if ps == nil {
-		ps = &probeState{targets: map[netip.Addr]*scanTarget{}, byPort: map[uint16]map[netip.Addr]bool{}}
+		ps = &probeState{targets: map[netip.Addr]*scanTarget{}, byPort: map[uint16]map[netip.Addr]time.Time{}}
 		s.byProbe[probe] = ps
 	}
 
 	t := ps.targets[dst]
 	if t == nil && len(ps.targets) < d.cfg.MaxTargets {
-		t = &scanTarget{ports: map[uint16]outcome{}}
+		t = &scanTarget{ports: map[uint16]portSeen{}}
 		ps.targets[dst] = t
 	}
 	if t != nil && len(t.ports) < 65536 {
-		if prev, ok := t.ports[port]; !ok || out > prev {
-			t.ports[port] = out
+		prev, ok := t.ports[port]
+		if !ok || c.TS.Before(prev.first) {
+			prev.first = c.TS
 		}
+		prev.out = max(prev.out, out)
+		t.ports[port] = prev
 	}
 	hosts := ps.byPort[port]
 	if hosts == nil && len(ps.byPort) < 65536 {
-		hosts = map[netip.Addr]bool{}
+		hosts = map[netip.Addr]time.Time{}
 		ps.byPort[port] = hosts
 	}
 	if hosts != nil && len(hosts) < d.cfg.MaxTargets {
-		hosts[dst] = true
+		if first, ok := hosts[dst]; !ok || c.TS.Before(first) {
+			hosts[dst] = c.TS
+		}
 	}
 	// TRW over first contacts to distinct hosts.
 	if !s.contacted[dst] && len(s.contacted) < d.cfg.MaxTargets {
@@ -243,8 +256,36 @@ func (d *Scan) report(s *scanSource, src netip.Addr, k scanKey, c *model.Conn, e
 		return
 	}
 	a := d.alert(s, src, k, c.TS)
+	a.Raised = d.crossedAt(s, k, c.TS)
 	s.reported[k] = a.Count
 	emit(a)
+}
+
+// crossedAt is the event time the scan reached its threshold: the
+// threshold-th earliest first probe among its ports (vertical) or hosts
+// (horizontal). TRW decides on the record in hand.
+func (d *Scan) crossedAt(s *scanSource, k scanKey, now time.Time) time.Time {
+	var times []time.Time
+	n := 0
+	switch k.kind {
+	case "vertical":
+		for _, p := range s.byProbe[k.probe].targets[k.dst].ports {
+			times = append(times, p.first)
+		}
+		n = d.cfg.VerticalPorts
+	case "horizontal":
+		for _, t := range s.byProbe[k.probe].byPort[k.port] {
+			times = append(times, t)
+		}
+		n = d.cfg.HorizontalHosts
+	default:
+		return now
+	}
+	if len(times) < n {
+		return now
+	}
+	slices.SortFunc(times, time.Time.Compare)
+	return times[n-1]
 }
 
 // size is how many distinct targets a scan has touched: its alert's count.
@@ -366,9 +407,9 @@ func severityFor(n, threshold int) alert.Severity {
 	return alert.High
 }
 
-func countOutcomes(ports map[uint16]outcome) (open, closed, filtered int) {
-	for _, o := range ports {
-		switch o {
+func countOutcomes(ports map[uint16]portSeen) (open, closed, filtered int) {
+	for _, p := range ports {
+		switch p.out {
 		case outOpen:
 			open++
 		case outClosed:
@@ -380,10 +421,10 @@ func countOutcomes(ports map[uint16]outcome) (open, closed, filtered int) {
 	return
 }
 
-func openPorts(ports map[uint16]outcome, max int) []uint16 {
+func openPorts(ports map[uint16]portSeen, max int) []uint16 {
 	var out []uint16
-	for p, o := range ports {
-		if o == outOpen {
+	for p, seen := range ports {
+		if seen.out == outOpen {
 			out = append(out, p)
 		}
 	}
