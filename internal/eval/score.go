@@ -136,19 +136,23 @@ func Score(alerts []alert.Alert, events []Event, classes map[string]string) Repo
 		if class != "" {
 			get(class).Alerts++
 		}
-		correct, onBenign, covered := false, false, false
+		// An alert that matches an attack of its own class is that attack's;
+		// only the others count against the benign events they touch.
+		correct, covered := false, false
 		for i := range events {
 			e := &events[i]
-			if !matches(a, e) {
-				continue
+			if e.Label != Benign && matches(a, e) {
+				covered = true
+				correct = correct || e.Label == class
 			}
-			covered = true
-			switch {
-			case e.Label == Benign:
-				onBenign = true
-				benignAlerted[i] = true
-			case e.Label == class:
-				correct = true
+		}
+		onBenign := false
+		if !correct {
+			for i := range events {
+				if e := &events[i]; e.Label == Benign && matches(a, e) {
+					covered, onBenign = true, true
+					benignAlerted[i] = true
+				}
 			}
 		}
 		if correct {
