@@ -78,7 +78,7 @@ func (d *Flood) ObserveConn(c *model.Conn, emit Emit) {
 	}
 	if t == nil {
 		if len(d.targets) >= d.cfg.MaxTargets {
-			d.evict()
+			d.Evicted += evictOldest(d.targets, func(t *floodTarget) time.Time { return t.last })
 		}
 		t = &floodTarget{first: c.TS, sources: map[netip.Addr]struct{}{}, curSec: c.TS.Unix()}
 		d.targets[key] = t
@@ -102,19 +102,6 @@ func (d *Flood) ObserveConn(c *model.Conn, emit Emit) {
 		t.reported = t.attempts
 		emit(a)
 	}
-}
-
-// evict drops the target quiet the longest.
-func (d *Flood) evict() {
-	var oldest netip.AddrPort
-	var at time.Time
-	for k, t := range d.targets {
-		if at.IsZero() || t.last.Before(at) {
-			oldest, at = k, t.last
-		}
-	}
-	delete(d.targets, oldest)
-	d.Evicted++
 }
 
 func (d *Flood) alert(key netip.AddrPort, t *floodTarget) alert.Alert {

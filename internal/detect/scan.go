@@ -223,7 +223,7 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 
 func newScanSource(t time.Time) *scanSource {
 	return &scanSource{first: t, last: t, probes: map[string]int{}, byProbe: map[string]*probeState{},
-		contacted: map[netip.Addr]bool{}, reported: map[scanKey]int{}}
+		contacted: map[netip.Addr]bool{}}
 }
 
 func (d *Scan) source(src netip.Addr, t time.Time) *scanSource {
@@ -232,17 +232,7 @@ func (d *Scan) source(src netip.Addr, t time.Time) *scanSource {
 		return s
 	}
 	if len(d.sources) >= d.cfg.MaxSources {
-		// Evict the source idle the longest; scanning for it is O(n) but
-		// happens only at the cap, under a flood of spoofed sources.
-		var oldest netip.Addr
-		var at time.Time
-		for a, v := range d.sources {
-			if at.IsZero() || v.last.Before(at) {
-				oldest, at = a, v.last
-			}
-		}
-		delete(d.sources, oldest)
-		d.Evicted++
+		d.Evicted += evictOldest(d.sources, func(s *scanSource) time.Time { return s.last })
 	}
 	s = newScanSource(t)
 	d.sources[src] = s
@@ -254,6 +244,9 @@ func (d *Scan) source(src netip.Addr, t time.Time) *scanSource {
 func (d *Scan) report(s *scanSource, src netip.Addr, k scanKey, c *model.Conn, emit Emit) {
 	if _, done := s.reported[k]; done {
 		return
+	}
+	if s.reported == nil {
+		s.reported = map[scanKey]int{}
 	}
 	a := d.alert(s, src, k, c.TS)
 	a.Raised = d.crossedAt(s, k, c.TS)

@@ -1,0 +1,31 @@
+package detect
+
+import (
+	"slices"
+	"time"
+)
+
+// evictOldest removes the tenth of m whose entries were seen longest ago
+// (at least one) and returns how many it removed. Evicting in batches
+// keeps a flood of new keys (spoofed sources) at amortised O(log n) per
+// insert, where finding the single oldest entry each time would be O(n).
+func evictOldest[K comparable, V any](m map[K]V, lastSeen func(V) time.Time) int {
+	if len(m) == 0 {
+		return 0
+	}
+	times := make([]time.Time, 0, len(m))
+	for _, v := range m {
+		times = append(times, lastSeen(v))
+	}
+	slices.SortFunc(times, time.Time.Compare)
+	n := max(1, len(m)/10)
+	cutoff := times[n-1]
+	removed := 0
+	for k, v := range m {
+		if removed < n && !lastSeen(v).After(cutoff) {
+			delete(m, k)
+			removed++
+		}
+	}
+	return removed
+}
