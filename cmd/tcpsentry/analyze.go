@@ -25,6 +25,7 @@ func newAnalyzeCmd() *cobra.Command {
 		jsonOut    bool
 		minSev     string
 		checksums  bool
+		maxFlows   int
 	)
 	cmd := &cobra.Command{
 		Use:   "analyze FILE...",
@@ -55,7 +56,7 @@ something was, 2 on error.`,
 			if err != nil {
 				return err
 			}
-			alerts, err := analyzeFiles(cmd, cfg, args, checksums)
+			alerts, err := analyzeFiles(cmd, cfg, args, checksums, maxFlows)
 			if err != nil {
 				return err
 			}
@@ -88,13 +89,14 @@ something was, 2 on error.`,
 	f.BoolVar(&jsonOut, "json", false, "alerts as JSON lines (the DESIGN.md alert contract)")
 	f.StringVar(&minSev, "min-severity", "low", "report and set the exit status only for findings at or above: low, medium, high, critical")
 	f.BoolVar(&checksums, "checksums", false, "validate checksums and drop bad packets, as Zeek does without -C")
+	f.IntVar(&maxFlows, "max-flows", 1<<20, "flow table bound; the least recently active flow is emitted early when full (memory stays flat at the bound)")
 	return cmd
 }
 
 // analyzeFiles runs the traffic detectors over captures and conn.logs and
 // returns the aggregated alerts; what could not be read is warned about on
 // stderr, and it fails only when no file could be read at all.
-func analyzeFiles(cmd *cobra.Command, cfg *config.Config, args []string, checksums bool) ([]alert.Alert, error) {
+func analyzeFiles(cmd *cobra.Command, cfg *config.Config, args []string, checksums bool, maxFlows int) ([]alert.Alert, error) {
 	deps, warnings := buildDeps(cmd.Context(), cfg, nil, "")
 	stderr := cmd.ErrOrStderr()
 	output.WriteWarnings(stderr, warnings)
@@ -117,7 +119,7 @@ func analyzeFiles(cmd *cobra.Command, cfg *config.Config, args []string, checksu
 		if capture.IsCapture(path) {
 			engine.SetSource("pcap:" + path)
 			if _, err := flow.Run(cmd.Context(), flow.Input{
-				Paths: []string{path}, Options: flow.Options{Checksums: checksums}, Emit: observe, Warn: warn,
+				Paths: []string{path}, Options: flow.Options{Checksums: checksums, MaxFlows: maxFlows}, Emit: observe, Warn: warn,
 			}); err != nil {
 				warn(err)
 				continue

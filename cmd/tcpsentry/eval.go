@@ -21,6 +21,7 @@ func newEvalCmd() *cobra.Command {
 		jsonOut    bool
 		mapping    []string
 		checksums  bool
+		maxFlows   int
 	)
 	cmd := &cobra.Command{
 		Use:   "eval --truth truth.csv INPUT...",
@@ -67,7 +68,7 @@ lateral-movement → lateral; change it with --map DETECTOR=CLASS.`,
 			if err != nil {
 				return err
 			}
-			alerts, err := analyzeFiles(cmd, cfg, args, checksums)
+			alerts, err := analyzeFiles(cmd, cfg, args, checksums, maxFlows)
 			if err != nil {
 				return err
 			}
@@ -101,6 +102,7 @@ lateral-movement → lateral; change it with --map DETECTOR=CLASS.`,
 	f.BoolVar(&jsonOut, "json", false, "the report as one JSON object")
 	f.StringSliceVar(&mapping, "map", nil, "DETECTOR=CLASS: which attack class a detector's alerts claim (repeatable)")
 	f.BoolVar(&checksums, "checksums", false, "validate checksums and drop bad packets, as Zeek does without -C")
+	f.IntVar(&maxFlows, "max-flows", 1<<20, "flow table bound, as for analyze")
 	_ = cmd.MarkFlagRequired("truth")
 	return cmd
 }
