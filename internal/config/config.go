@@ -125,31 +125,27 @@ type Store struct {
 // Load reads the defaults and overlays path (if non-empty). A value that
 // cannot be used is an error naming path, line and key.
 func Load(path string) (*Config, error) {
-	var cfg Config
-	if err := decode(defaultsYAML, "(defaults)", &cfg); err != nil {
-		return nil, fmt.Errorf("embedded defaults: %w", err)
-	}
 	if path == "" {
-		return &cfg, nil
+		return Parse(nil, "")
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if err := decode(data, path, &cfg); err != nil {
-		return nil, err
-	}
-	return &cfg, nil
+	return Parse(data, path)
 }
 
-// Parse overlays YAML text named name onto the defaults.
+// Parse overlays YAML text named name onto the defaults; nil data means
+// the defaults alone.
 func Parse(data []byte, name string) (*Config, error) {
 	var cfg Config
 	if err := decode(defaultsYAML, "(defaults)", &cfg); err != nil {
 		return nil, fmt.Errorf("embedded defaults: %w", err)
 	}
-	if err := decode(data, name, &cfg); err != nil {
-		return nil, err
+	if data != nil {
+		if err := decode(data, name, &cfg); err != nil {
+			return nil, err
+		}
 	}
 	return &cfg, nil
 }
