@@ -56,6 +56,7 @@ type jsonAlert struct {
 	} `json:"process"`
 	Evidence map[string]any `json:"evidence"`
 	Attack   []string       `json:"attack"`
+	Raised   time.Time      `json:"raised"`
 }
 
 func parseAlerts(t *testing.T, out string) []jsonAlert {

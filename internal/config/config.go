@@ -46,6 +46,18 @@ type Ports struct {
 	// Services maps a service name to its standard ports; a listener of that
 	// service's process elsewhere is "a well-known service on a non-standard port".
 	Services []ServicePorts `yaml:"services"`
+	// Protocols gives each application protocol (as identified from the
+	// first payload bytes, or Zeek's service field) its standard ports: a
+	// protocol spoken on another protocol's port, or on a suspicious port,
+	// is reported (ATT&CK T1571).
+	Protocols []ProtocolPorts `yaml:"protocols"`
+}
+
+// ProtocolPorts lists the ports an application protocol belongs on.
+type ProtocolPorts struct {
+	Name     string   `yaml:"name"` // Zeek's service name: ssh, http, ssl, irc, …
+	Ports    []Port   `yaml:"ports"`
+	Severity Severity `yaml:"severity"` // when it is found on another protocol's port
 }
 
 // SuspiciousPort is a port with a reason to distrust it.

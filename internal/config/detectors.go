@@ -17,6 +17,25 @@ type Detectors struct {
 	BlocklistedIP        Toggle          `yaml:"blocklisted-ip"`
 	Scan                 Scan            `yaml:"scan"`
 	Flood                Flood           `yaml:"flood"`
+	RapidAttempts        RapidAttempts   `yaml:"rapid-attempts"`
+}
+
+// RapidAttempts thresholds: a source opening connections far faster than
+// its own normal rate or its peers'.
+type RapidAttempts struct {
+	Enabled bool     `yaml:"enabled"`
+	Window  Duration `yaml:"window"` // rates are attempts per window (sliding)
+	// MinAttempts in one window before anything is said, whatever the
+	// normal: a quiet source doubling from 2 to 4 is not news.
+	MinAttempts int     `yaml:"min_attempts"`
+	Factor      float64 `yaml:"factor"`      // times the source's own normal rate
+	PeerFactor  float64 `yaml:"peer_factor"` // times what a busy peer does (90th percentile)
+	// MinHistory windows of its own before a source's normal is trusted;
+	// MinPeers source-windows before the peers' is.
+	MinHistory       int `yaml:"min_history"`
+	MinPeers         int `yaml:"min_peers"`
+	CriticalAttempts int `yaml:"critical_attempts"` // attempts in one window reported as critical
+	MaxSources       int `yaml:"max_sources"`       // sources tracked at once; the quietest are evicted
 }
 
 // Flood thresholds for SYN floods in traffic.
@@ -35,6 +54,9 @@ type Scan struct {
 	VerticalPorts   int      `yaml:"vertical_ports"`   // distinct ports probed on one host
 	HorizontalHosts int      `yaml:"horizontal_hosts"` // distinct hosts probed on one port
 	Window          Duration `yaml:"window"`           // a source idle this long starts a new episode
+	// EpisodeGap: a reported scan whose probe type pauses this long and
+	// resumes is a new scan, reported on its own.
+	EpisodeGap Duration `yaml:"episode_gap"`
 	// Threshold Random Walk (Jung et al. 2004): θ0 and θ1 are the chances
 	// that a benign source's and a scanner's first contact succeeds; α and
 	// β the wanted false- and true-positive rates.
@@ -147,6 +169,30 @@ func (c *Config) semantic(report func(path string, err error)) {
 			report("$.detectors.flood."+v.key, fmt.Errorf("%d: must be at least 1", v.n))
 		}
 	}
+	if g := c.Detectors.Scan.EpisodeGap.Duration; g <= 0 {
+		report("$.detectors.scan.episode_gap", fmt.Errorf("%v: must be positive", g))
+	}
+	ra := c.Detectors.RapidAttempts
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"min_attempts", ra.MinAttempts}, {"min_history", ra.MinHistory}, {"min_peers", ra.MinPeers},
+		{"critical_attempts", ra.CriticalAttempts}, {"max_sources", ra.MaxSources}} {
+		if v.n < 1 {
+			report("$.detectors.rapid-attempts."+v.key, fmt.Errorf("%d: must be at least 1", v.n))
+		}
+	}
+	for _, v := range []struct {
+		key string
+		f   float64
+	}{{"factor", ra.Factor}, {"peer_factor", ra.PeerFactor}} {
+		if v.f < 1 {
+			report("$.detectors.rapid-attempts."+v.key, fmt.Errorf("%g: must be at least 1", v.f))
+		}
+	}
+	if ra.Window.Duration <= 0 {
+		report("$.detectors.rapid-attempts.window", fmt.Errorf("must be positive"))
+	}
 	lc := c.Detectors.LongConnection
 	if lc.High.Duration < lc.Medium.Duration {
 		report("$.detectors.long-connection.high", fmt.Errorf("%v is shorter than medium (%v)", lc.High.Duration, lc.Medium.Duration))
@@ -159,6 +205,14 @@ func (c *Config) semantic(report func(path string, err error)) {
 		}
 		if f.Path == "" {
 			report(fmt.Sprintf("$.intel.feeds[%d].path", i), fmt.Errorf("missing"))
+		}
+	}
+	for i, pp := range c.Ports.Protocols {
+		if pp.Name == "" {
+			report(fmt.Sprintf("$.ports.protocols[%d].name", i), fmt.Errorf("missing"))
+		}
+		if len(pp.Ports) == 0 {
+			report(fmt.Sprintf("$.ports.protocols[%d].ports", i), fmt.Errorf("missing"))
 		}
 	}
 	for i, r := range c.Detectors.ProcessNetwork.Rules {

@@ -10,6 +10,12 @@ import (
 // keeps a flood of new keys (spoofed sources) at amortised O(log n) per
 // insert, where finding the single oldest entry each time would be O(n).
 func evictOldest[K comparable, V any](m map[K]V, lastSeen func(V) time.Time) int {
+	return evictOldestFunc(m, lastSeen, nil)
+}
+
+// evictOldestFunc is evictOldest calling onEvict (when not nil) for each
+// entry before it goes, so a detector can report what it knew.
+func evictOldestFunc[K comparable, V any](m map[K]V, lastSeen func(V) time.Time, onEvict func(K, V)) int {
 	if len(m) == 0 {
 		return 0
 	}
@@ -23,6 +29,9 @@ func evictOldest[K comparable, V any](m map[K]V, lastSeen func(V) time.Time) int
 	removed := 0
 	for k, v := range m {
 		if removed < n && !lastSeen(v).After(cutoff) {
+			if onEvict != nil {
+				onEvict(k, v)
+			}
 			delete(m, k)
 			removed++
 		}

@@ -64,6 +64,8 @@ var trafficRegistry = []entry{
 		func(c *config.Config, _ Deps) Detector { return NewScan(c) }},
 	{"flood", func(d *config.Detectors) bool { return d.Flood.Enabled },
 		func(c *config.Config, _ Deps) Detector { return NewFlood(c) }},
+	{"rapid-attempts", func(d *config.Detectors) bool { return d.RapidAttempts.Enabled },
+		func(c *config.Config, _ Deps) Detector { return NewRapidAttempts(c) }},
 }
 
 // TrafficDetectors builds the enabled detectors for connection records.

@@ -68,8 +68,12 @@ type portSeen struct {
 // probeState is what one source did with one probe type: a SYN scan and a
 // FIN scan of the same host are two findings.
 type probeState struct {
-	targets map[netip.Addr]*scanTarget
-	byPort  map[uint16]map[netip.Addr]time.Time // first probe time per host
+	// start names the episode (the time of its first record, fixed);
+	// first and last are its earliest and latest probe.
+	start, first, last time.Time
+	probes             int // probes in the episode
+	targets            map[netip.Addr]*scanTarget
+	byPort             map[uint16]map[netip.Addr]time.Time // first probe time per host
 }
 
 type scanSource struct {
@@ -89,6 +93,7 @@ type scanKey struct {
 	probe string // syn, fin, …; "" for trw
 	dst   netip.Addr
 	port  uint16
+	since time.Time // start of the episode: the probe type's, or the source's for trw
 }
 
 // probeType names the scan technique from the originator's first packet
@@ -110,8 +115,10 @@ func probeType(c *model.Conn) string {
 	if c.Has(model.FieldFirstFlags) {
 		switch c.FirstFlags &^ (model.FlagECE | model.FlagCWR) {
 		case model.FlagSYN:
-			if strings.Contains(c.History, "A") {
-				return "connect" // the originator completed the handshake
+			// The originator completed the handshake, or its SYN carried
+			// the options only an operating system's connect() sends.
+			if strings.Contains(c.History, "A") || c.SYNOptions.KernelStack() {
+				return "connect"
 			}
 			return "syn"
 		case 0:
@@ -160,7 +167,7 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 		return
 	}
 	src, dst, port := c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap(), c.Resp.Port()
-	s := d.source(src, c.TS)
+	s := d.source(src, c.TS, emit)
 	if c.TS.Sub(s.last) > d.cfg.Window.Duration {
 		// Idle longer than the window: a new episode.
 		*s = *newScanSource(c.TS)
@@ -171,9 +178,23 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 	s.probes[probe]++
 	out := outcomeOf(c)
 	ps := s.byProbe[probe]
+	if ps != nil && c.TS.Sub(ps.last) > d.cfg.EpisodeGap.Duration && s.reportedProbe(probe) {
+		// The reported scan paused, and probes resume: a new episode
+		// (the next nmap run), reported on its own. An unreported one
+		// keeps accumulating, so slow scans still add up.
+		d.closeEpisode(s, src, probe, emit)
+		ps = nil
+	}
 	if ps == nil {
-		ps = &probeState{targets: map[netip.Addr]*scanTarget{}, byPort: map[uint16]map[netip.Addr]time.Time{}}
+		ps = &probeState{start: c.TS, first: c.TS, targets: map[netip.Addr]*scanTarget{}, byPort: map[uint16]map[netip.Addr]time.Time{}}
 		s.byProbe[probe] = ps
+	}
+	ps.probes++
+	if c.TS.After(ps.last) {
+		ps.last = c.TS
+	}
+	if c.TS.Before(ps.first) {
+		ps.first = c.TS
 	}
 
 	t := ps.targets[dst]
@@ -212,13 +233,53 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 	}
 
 	if t != nil && len(t.ports) >= d.cfg.VerticalPorts {
-		d.report(s, src, scanKey{kind: "vertical", probe: probe, dst: dst}, c, emit)
+		d.report(s, src, scanKey{kind: "vertical", probe: probe, dst: dst, since: ps.start}, c, emit)
 	}
 	if hosts != nil && len(hosts) >= d.cfg.HorizontalHosts {
-		d.report(s, src, scanKey{kind: "horizontal", probe: probe, port: port}, c, emit)
+		d.report(s, src, scanKey{kind: "horizontal", probe: probe, port: port, since: ps.start}, c, emit)
 	} else if s.llr >= d.upper && len(s.contacted) > 1 {
-		d.report(s, src, scanKey{kind: "trw"}, c, emit)
+		d.report(s, src, scanKey{kind: "trw", since: s.first}, c, emit)
 	}
+}
+
+// reportedProbe reports whether a scan of this probe type was reported in
+// the current episode.
+func (s *scanSource) reportedProbe(probe string) bool {
+	for k := range s.reported {
+		if k.probe == probe && k.kind != "trw" {
+			return true
+		}
+	}
+	return false
+}
+
+// closeEpisode emits the final figures of the probe type's reported scans
+// and forgets them, so the next episode is reported afresh.
+func (d *Scan) closeEpisode(s *scanSource, src netip.Addr, probe string, emit Emit) {
+	for _, k := range s.sortedReported() {
+		if k.probe != probe || k.kind == "trw" {
+			continue
+		}
+		if n := s.size(k); n > s.reported[k] {
+			a := d.alert(s, src, k, s.byProbe[probe].last)
+			a.Count = n - s.reported[k]
+			emit(a)
+		}
+		delete(s.reported, k)
+	}
+	delete(s.byProbe, probe)
+}
+
+func (s *scanSource) sortedReported() []scanKey {
+	keys := make([]scanKey, 0, len(s.reported))
+	for k := range s.reported {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b scanKey) int {
+		return cmp.Or(strings.Compare(a.kind, b.kind), strings.Compare(a.probe, b.probe), a.dst.Compare(b.dst),
+			cmp.Compare(a.port, b.port), a.since.Compare(b.since))
+	})
+	return keys
 }
 
 func newScanSource(t time.Time) *scanSource {
@@ -226,13 +287,16 @@ func newScanSource(t time.Time) *scanSource {
 		contacted: map[netip.Addr]bool{}}
 }
 
-func (d *Scan) source(src netip.Addr, t time.Time) *scanSource {
+func (d *Scan) source(src netip.Addr, t time.Time, emit Emit) *scanSource {
 	s := d.sources[src]
 	if s != nil {
 		return s
 	}
 	if len(d.sources) >= d.cfg.MaxSources {
-		d.Evicted += evictOldest(d.sources, func(s *scanSource) time.Time { return s.last })
+		// A source evicted with reported scans gets its final figures out
+		// first: a spoofed flood must not erase a real scanner's report.
+		d.Evicted += evictOldestFunc(d.sources, func(s *scanSource) time.Time { return s.last },
+			func(src netip.Addr, s *scanSource) { d.flushSource(src, s, emit) })
 	}
 	s = newScanSource(t)
 	d.sources[src] = s
@@ -298,14 +362,17 @@ func (s *scanSource) size(k scanKey) int {
 	return len(ps.byPort[k.port])
 }
 
+// scanEntity names one episode of one scan; the episode's start keeps a
+// rerun of the same scan a new finding.
 func scanEntity(src netip.Addr, k scanKey) string {
+	since := k.since.UTC().Format(time.RFC3339Nano)
 	switch k.kind {
 	case "vertical":
-		return fmt.Sprintf("scan vertical %s %v → %v", k.probe, src, k.dst)
+		return fmt.Sprintf("scan vertical %s %v → %v since %s", k.probe, src, k.dst, since)
 	case "horizontal":
-		return fmt.Sprintf("scan horizontal %s %v → */%d", k.probe, src, k.port)
+		return fmt.Sprintf("scan horizontal %s %v → */%d since %s", k.probe, src, k.port, since)
 	}
-	return fmt.Sprintf("scan trw %v", src)
+	return fmt.Sprintf("scan trw %v since %s", src, since)
 }
 
 func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) alert.Alert {
@@ -319,7 +386,7 @@ func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) ale
 		Attack:    []string{"T1046"},
 		Src:       src,
 		Proto:     model.ProtoTCP,
-		FirstSeen: s.first,
+		FirstSeen: s.firstOf(k),
 		LastSeen:  at,
 	}
 	if probe == "udp" {
@@ -329,12 +396,16 @@ func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) ale
 	for p, n := range s.probes {
 		probes[p] = n
 	}
-	ev := map[string]any{"probe": probe, "kind": kind, "window_s": at.Sub(s.first).Seconds(), "probes": probes}
+	ev := map[string]any{"probe": probe, "kind": kind, "window_s": at.Sub(a.FirstSeen).Seconds(), "probes": probes}
 	total := 0
-	for _, n := range s.probes {
-		total += n
+	if ps := s.byProbe[probe]; ps != nil && kind != "trw" {
+		total = ps.probes
+	} else {
+		for _, n := range s.probes {
+			total += n
+		}
 	}
-	ev["rate_per_s"] = rate(total, at.Sub(s.first))
+	ev["rate_per_s"] = rate(total, at.Sub(a.FirstSeen))
 	switch kind {
 	case "vertical":
 		t := s.byProbe[probe].targets[dst]
@@ -372,24 +443,37 @@ func (d *Scan) Flush(_ time.Time, emit Emit) {
 	}
 	slices.SortFunc(srcs, netip.Addr.Compare)
 	for _, src := range srcs {
-		s := d.sources[src]
-		keys := make([]scanKey, 0, len(s.reported))
-		for k := range s.reported {
-			keys = append(keys, k)
+		d.flushSource(src, d.sources[src], emit)
+	}
+}
+
+// firstOf is the earliest probe of the scan k.
+func (s *scanSource) firstOf(k scanKey) time.Time {
+	if ps := s.byProbe[k.probe]; ps != nil && k.kind != "trw" {
+		return ps.first
+	}
+	return s.first
+}
+
+// lastOf is the latest probe of the scan k.
+func (s *scanSource) lastOf(k scanKey) time.Time {
+	if ps := s.byProbe[k.probe]; ps != nil && k.kind != "trw" {
+		return ps.last
+	}
+	return s.last
+}
+
+// flushSource emits the final figures of src's reported scans that grew.
+func (d *Scan) flushSource(src netip.Addr, s *scanSource, emit Emit) {
+	for _, k := range s.sortedReported() {
+		n := s.size(k)
+		if n <= s.reported[k] {
+			continue
 		}
-		slices.SortFunc(keys, func(a, b scanKey) int {
-			return cmp.Or(strings.Compare(a.kind, b.kind), strings.Compare(a.probe, b.probe), a.dst.Compare(b.dst), cmp.Compare(a.port, b.port))
-		})
-		for _, k := range keys {
-			n := s.size(k)
-			if n <= s.reported[k] {
-				continue
-			}
-			a := d.alert(s, src, k, s.last)
-			a.Count = n - s.reported[k]
-			s.reported[k] = n
-			emit(a)
-		}
+		a := d.alert(s, src, k, s.lastOf(k))
+		a.Count = n - s.reported[k]
+		s.reported[k] = n
+		emit(a)
 	}
 }
 

@@ -47,6 +47,17 @@ func TestProbeType(t *testing.T) {
 	if got := probeType(c); got != "connect" {
 		t.Errorf("history-only connect probe typed %q", got)
 	}
+	// A kernel's SYN (window scaling, SACK, timestamps) to a closed port
+	// is a connect() scan; nmap's bare raw SYN is a SYN scan.
+	c = probeConn(0, "10.0.0.66:40000", "10.0.0.5:22", model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ)
+	c.SYNOptions = model.SYNSeen | model.OptMSS | model.OptSACKOK | model.OptTimestamp | model.OptWScale
+	if got := probeType(c); got != "connect" {
+		t.Errorf("kernel SYN typed %q", got)
+	}
+	c.SYNOptions = model.SYNSeen | model.OptMSS
+	if got := probeType(c); got != "syn" {
+		t.Errorf("raw SYN typed %q", got)
+	}
 	// A conversation is not a probe.
 	c = probeConn(0, "10.0.0.66:40000", "10.0.0.5:22", model.ProtoTCP, model.FlagSYN, "ShADadFf", model.ConnSF)
 	c.OrigBytes = 120
@@ -80,6 +91,39 @@ func TestScanVertical(t *testing.T) {
 	// The alert came at the 20th distinct port: latency is bounded by the threshold.
 	if ports := a.Evidence["ports"]; ports != 100 {
 		t.Errorf("evidence ports = %v", ports)
+	}
+}
+
+func TestScanEpisodes(t *testing.T) {
+	// Two nmap runs against the same host a minute apart, and a slow scan
+	// (a probe every 5 s) that is only reported once it adds up.
+	e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
+	for run := range 2 {
+		for p := 1; p <= 50; p++ {
+			at := time.Duration(run)*time.Minute + time.Duration(p)*time.Millisecond
+			e.ObserveConn(probeConn(at, "10.0.0.66:40000", fmt.Sprintf("10.0.0.5:%d", p), model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
+		}
+	}
+	for p := 1; p <= 12; p++ {
+		at := 5*time.Minute + time.Duration(p)*5*time.Second
+		e.ObserveConn(probeConn(at, "10.0.0.67:40000", fmt.Sprintf("10.0.0.5:%d", p), model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
+	}
+	e.Flush(snapTime.Add(time.Hour))
+	as := e.Alerts()
+	var runs, slow []alert.Alert
+	for _, a := range as {
+		switch a.Src.String() {
+		case "10.0.0.66":
+			runs = append(runs, a)
+		case "10.0.0.67":
+			slow = append(slow, a)
+		}
+	}
+	if len(runs) != 2 || runs[0].Count != 50 || runs[1].Count != 50 || runs[0].ID == runs[1].ID {
+		t.Fatalf("two runs: %+v", runs)
+	}
+	if len(slow) != 1 || !slow[0].Raised.Equal(snapTime.Add(5*time.Minute+50*time.Second)) {
+		t.Fatalf("slow scan: %+v", slow)
 	}
 }
 

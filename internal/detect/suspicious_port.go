@@ -3,6 +3,8 @@ package detect
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/tcpsentry/tcpsentry/internal/alert"
 	"github.com/tcpsentry/tcpsentry/internal/config"
@@ -14,6 +16,10 @@ import (
 type SuspiciousPort struct {
 	ports    map[portKey]config.SuspiciousPort
 	services []config.ServicePorts
+	// protocols by Zeek service name, and the protocol each standard port
+	// belongs to (the first listed wins when two share a port).
+	protocols map[string]config.ProtocolPorts
+	portOwner map[uint16]string
 }
 
 type portKey struct {
@@ -33,6 +39,16 @@ func NewSuspiciousPort(cfg *config.Config) *SuspiciousPort {
 	d := &SuspiciousPort{ports: map[portKey]config.SuspiciousPort{}, services: cfg.Ports.Services}
 	for _, p := range cfg.Ports.Suspicious {
 		d.ports[portKey{protoOf(p.Proto), uint16(p.Port)}] = p
+	}
+	d.protocols = make(map[string]config.ProtocolPorts, len(cfg.Ports.Protocols))
+	d.portOwner = map[uint16]string{}
+	for _, pp := range cfg.Ports.Protocols {
+		d.protocols[pp.Name] = pp
+		for _, p := range pp.Ports {
+			if _, taken := d.portOwner[uint16(p)]; !taken {
+				d.portOwner[uint16(p)] = pp.Name
+			}
+		}
 	}
 	return d
 }
@@ -102,32 +118,97 @@ func answered(c *model.Conn) bool {
 }
 
 // ObserveConn implements ConnDetector: a connection that reached a service
-// on a suspicious port.
+// on a suspicious port, or that speaks a protocol on a port that is not
+// its own.
 func (d *SuspiciousPort) ObserveConn(c *model.Conn, emit Emit) {
 	if c.Proto != model.ProtoTCP && c.Proto != model.ProtoUDP {
 		return
 	}
-	p, ok := d.ports[portKey{c.Proto, c.Resp.Port()}]
-	if !ok || !answered(c) {
+	p, suspicious := d.ports[portKey{c.Proto, c.Resp.Port()}]
+	if d.checkProtocol(c, p, suspicious, emit) || !suspicious || !answered(c) {
 		return
 	}
-	a := alert.Alert{
-		Entity:     fmt.Sprintf("conn %s %s→%s", c.Proto, c.Orig.Addr(), c.Resp),
-		Title:      fmt.Sprintf("%v talked to %v on suspicious port %s/%d", c.Orig.Addr(), c.Resp, c.Proto, c.Resp.Port()),
-		Severity:   p.Severity.Severity,
-		Confidence: 0.6,
-		Attack:     []string{"T1571"},
-		Src:        c.Orig.Addr().Unmap(), SrcPort: c.Orig.Port(), HasSrcPort: true,
+	a := connAlert(c)
+	a.Title = fmt.Sprintf("%v talked to %v on suspicious port %s/%d", c.Orig.Addr(), c.Resp, c.Proto, c.Resp.Port())
+	a.Severity, a.Confidence = p.Severity.Severity, 0.6
+	a.Evidence["port"], a.Evidence["reason"] = p.Port, p.Reason
+	if c.Service != "" {
+		a.Evidence["service"] = c.Service
+	}
+	emit(a)
+}
+
+// connAlert fills what every alert about one connection record carries.
+func connAlert(c *model.Conn) alert.Alert {
+	return alert.Alert{
+		Entity: fmt.Sprintf("conn %s %s→%s", c.Proto, c.Orig.Addr(), c.Resp),
+		Attack: []string{"T1571"},
+		Src:    c.Orig.Addr().Unmap(), SrcPort: c.Orig.Port(), HasSrcPort: true,
 		Dst: c.Resp.Addr().Unmap(), DstPort: c.Resp.Port(), HasDstPort: true,
 		Proto:     c.Proto,
 		FirstSeen: c.TS,
 		LastSeen:  c.LastSeen(),
 		Evidence: map[string]any{
-			"port": p.Port, "reason": p.Reason, "conn_state": string(c.ConnState), "history": c.History,
+			"conn_state": string(c.ConnState), "history": c.History,
 			"orig_bytes": c.OrigBytes, "resp_bytes": c.RespBytes, "uid": c.UID,
 		},
 	}
-	emit(a)
+}
+
+// checkProtocol reports a protocol (identified from the payload, or
+// Zeek's service field) spoken on another protocol's standard port or on a
+// suspicious port: SSH on 443, HTTP on 6667, TLS on 4444. It returns
+// whether it reported, so the plain suspicious-port alert is not repeated.
+func (d *SuspiciousPort) checkProtocol(c *model.Conn, sp config.SuspiciousPort, suspicious bool, emit Emit) bool {
+	if c.Service == "" {
+		return false
+	}
+	port := c.Resp.Port()
+	for name := range strings.SplitSeq(c.Service, ",") {
+		name = strings.ToLower(strings.TrimSpace(name))
+		pp, known := d.protocols[name]
+		if !known || slices.Contains(pp.Ports, config.Port(port)) {
+			continue
+		}
+		owner := d.portOwner[port]
+		if owner == "" && !suspicious {
+			continue
+		}
+		a := connAlert(c)
+		a.Entity = fmt.Sprintf("protocol %s %s %s→%s", name, c.Proto, c.Orig.Addr(), c.Resp)
+		a.Severity, a.Confidence = pp.Severity.Severity, 0.8
+		if a.Severity == 0 {
+			a.Severity = alert.Medium
+		}
+		a.Evidence["service"], a.Evidence["port"] = name, port
+		a.Evidence["standard_ports"] = pp.Ports
+		if owner != "" {
+			a.Title = fmt.Sprintf("%s spoken on port %d, which belongs to %s: %v → %v", protocolTitle(name), port, protocolTitle(owner), c.Orig.Addr(), c.Resp)
+			a.Evidence["port_belongs_to"] = owner
+		} else {
+			a.Title = fmt.Sprintf("%s spoken on suspicious port %d: %v → %v", protocolTitle(name), port, c.Orig.Addr(), c.Resp)
+		}
+		if suspicious {
+			a.Evidence["reason"] = sp.Reason
+			a.Severity = max(a.Severity, sp.Severity.Severity)
+		}
+		emit(a)
+		return true
+	}
+	return false
+}
+
+// protocolTitle is how an alert title names a Zeek service.
+func protocolTitle(name string) string {
+	switch name {
+	case "ssl":
+		return "TLS"
+	case "rfb":
+		return "VNC (RFB)"
+	case "mysql":
+		return "MySQL"
+	}
+	return strings.ToUpper(name)
 }
 
 // checkService reports a known service's process listening off its ports.

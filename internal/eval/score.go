@@ -13,19 +13,32 @@ import (
 // DefaultClasses maps detectors to the attack class their alerts claim.
 func DefaultClasses() map[string]string {
 	return map[string]string{
-		"scan":             "portscan",
-		"rapid-attempts":   "portscan",
-		"flood":            "synflood",
-		"beacon":           "beacon",
-		"exfiltration":     "exfil",
-		"suspicious-port":  "c2",
-		"blocklisted-ip":   "c2",
-		"long-connection":  "c2",
-		"reverse-shell":    "c2",
-		"lateral-movement": "lateral",
-		"packet-size":      "exfil",
-		"anomaly":          "anomaly",
+		"scan":           "portscan",
+		"rapid-attempts": "portscan",
+		// Rapid attempts at one target are a flood's, not a scan's.
+		"rapid-attempts/one-target": "synflood",
+		"flood":                     "synflood",
+		"beacon":                    "beacon",
+		"exfiltration":              "exfil",
+		"suspicious-port":           "c2",
+		"blocklisted-ip":            "c2",
+		"long-connection":           "c2",
+		"reverse-shell":             "c2",
+		"lateral-movement":          "lateral",
+		"packet-size":               "exfil",
+		"anomaly":                   "anomaly",
 	}
+}
+
+// classOf is the class alert a claims: classes[detector/pattern] when its
+// evidence names a pattern the map knows, else classes[detector].
+func classOf(a *alert.Alert, classes map[string]string) string {
+	if p, ok := a.Evidence["pattern"].(string); ok {
+		if c, ok := classes[a.Detector+"/"+p]; ok {
+			return c
+		}
+	}
+	return classes[a.Detector]
 }
 
 // Slack widens each event's time span when matching alerts: captures and
@@ -114,12 +127,18 @@ func Score(alerts []alert.Alert, events []Event, classes map[string]string) Repo
 		var raised time.Time
 		for j := range alerts {
 			a := &alerts[j]
-			if classes[a.Detector] != e.Label || !matches(a, e) {
+			if classOf(a, classes) != e.Label || !matches(a, e) {
 				continue
 			}
 			t := a.Raised
 			if t.IsZero() {
 				t = a.FirstSeen
+			}
+			if t.Before(e.Start.Add(-Slack)) {
+				// Raised before the event began: it was about something
+				// else (an earlier run of the same scan) and does not
+				// detect this one.
+				continue
 			}
 			if raised.IsZero() || t.Before(raised) {
 				raised = t
@@ -132,7 +151,7 @@ func Score(alerts []alert.Alert, events []Event, classes map[string]string) Repo
 	}
 	for j := range alerts {
 		a := &alerts[j]
-		class := classes[a.Detector]
+		class := classOf(a, classes)
 		if class != "" {
 			get(class).Alerts++
 		}

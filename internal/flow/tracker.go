@@ -15,6 +15,7 @@ import (
 
 	"github.com/tcpsentry/tcpsentry/internal/capture"
 	"github.com/tcpsentry/tcpsentry/internal/flow/decode"
+	"github.com/tcpsentry/tcpsentry/internal/flow/service"
 	"github.com/tcpsentry/tcpsentry/internal/flow/table"
 	"github.com/tcpsentry/tcpsentry/internal/flow/tcp"
 	"github.com/tcpsentry/tcpsentry/internal/model"
@@ -189,7 +190,7 @@ const (
 
 // histInline is the history kept in the flow itself; longer histories
 // (rare: repeated retransmissions, resets, …) move to the flow's flowExt.
-const histInline = 12
+const histInline = 11
 
 // flow is one connection's state. It holds no pointers, so that the
 // table's storage is not scanned by the garbage collector; its rare parts
@@ -204,10 +205,14 @@ type flow struct {
 	id       table.ID
 	ext      uint32 // index in Tracker.exts; 0 when the flow has none
 
-	hist                   [histInline]byte
-	histLen                uint8 // letters in hist
-	histExt                bool  // the history outgrew hist: it is in the flowExt
-	firstFlags             model.TCPFlags
+	hist       [histInline]byte
+	histLen    uint8 // letters in hist
+	histExt    bool  // the history outgrew hist: it is in the flowExt
+	firstFlags model.TCPFlags
+	synOpts    model.SYNOptions // of the originator's first SYN
+	// svc is the protocol of each side's first payload, a nibble each
+	// (originator low, responder high): 0 not seen yet, else service.ID+1.
+	svc                    uint8
 	inact                  uint8 // inactivity timeout in force (inactUDP …)
 	origIsA                bool  // the originator is the key's A side
 	origActive, respActive bool  // UDP/ICMP: a packet was seen from that side
@@ -490,6 +495,7 @@ func (t *Tracker) track(p *decode.Packet, ts int64) {
 		t.stats.BadChecksums++
 		return
 	}
+	t.sniff(fl, isOrig, p)
 	if isOrig {
 		fl.origPkts++
 		fl.origIPBytes += uint64(p.IPLen)
@@ -520,6 +526,9 @@ func (t *Tracker) newFlow(p *decode.Packet, key *table.Key, srcIsA bool, ts int6
 		fl.tcp.Init()
 		fl.firstFlags = p.TCP.Flags
 		f := p.TCP.Flags
+		if f&(model.FlagSYN|model.FlagACK) == model.FlagSYN {
+			fl.synOpts = model.ParseSYNOptionKinds(p.TCP.Options)
+		}
 		if f&model.FlagSYN == 0 || f&model.FlagACK != 0 {
 			// Started midway or with a SYN-ACK: guess the server by port
 			// (not for SYN-ACKs to two server ports, which stealth scans send).
@@ -551,12 +560,59 @@ func (t *Tracker) newFlow(p *decode.Packet, key *table.Key, srcIsA bool, ts int6
 	return fl
 }
 
+// sniff names the protocol of the first payload each side sends.
+func (t *Tracker) sniff(fl *flow, isOrig bool, p *decode.Packet) {
+	shift := uint8(0)
+	if !isOrig {
+		shift = 4
+	}
+	if fl.svc>>shift&0xf != 0 {
+		return
+	}
+	var id service.ID
+	switch p.Proto {
+	case ipProtoTCP:
+		if len(p.TCP.Payload) == 0 || p.TCP.Flags&model.FlagRST != 0 {
+			return
+		}
+		id = service.Identify(service.TCP, p.TCP.Payload, isOrig)
+	case ipProtoUDP:
+		if len(p.UDPPayload) == 0 {
+			return
+		}
+		id = service.Identify(service.UDP, p.UDPPayload, isOrig)
+	default:
+		return
+	}
+	fl.svc |= (uint8(id) + 1) << shift
+}
+
+// serviceOf is the record's service field: the protocols identified,
+// the originator's first, comma-separated as in Zeek.
+func serviceOf(fl *flow) string {
+	var a, b service.ID
+	if n := fl.svc & 0xf; n > 0 {
+		a = service.ID(n - 1)
+	}
+	if n := fl.svc >> 4; n > 0 {
+		b = service.ID(n - 1)
+	}
+	switch {
+	case a == service.Unknown:
+		return b.String()
+	case b == service.Unknown || b == a:
+		return a.String()
+	}
+	return a.String() + "," + b.String()
+}
+
 // flipRoles swaps originator and responder (Zeek's Connection::FlipRoles).
 func (t *Tracker) flipRoles(fl *flow) {
 	fl.origIsA = !fl.origIsA
 	fl.tcp.Flip()
 	fl.origPkts, fl.respPkts = fl.respPkts, fl.origPkts
 	fl.origIPBytes, fl.respIPBytes = fl.respIPBytes, fl.origIPBytes
+	fl.svc = fl.svc>>4 | fl.svc<<4
 	t.appendHistory(fl, '^')
 }
 
@@ -690,6 +746,7 @@ func (t *Tracker) record(fl *flow, why model.EndReason) *model.Conn {
 		Resp:        netip.AddrPortFrom(ra, rp),
 		Proto:       model.Proto(proto),
 		History:     t.history(fl),
+		Service:     serviceOf(fl),
 		OrigPkts:    fl.origPkts,
 		OrigIPBytes: fl.origIPBytes,
 		RespPkts:    fl.respPkts,
@@ -706,6 +763,7 @@ func (t *Tracker) record(fl *flow, why model.EndReason) *model.Conn {
 		o, r := fl.tcp.Orig(), fl.tcp.Resp()
 		os, rs = o.Size(r), r.Size(o)
 		c.FirstFlags = fl.firstFlags
+		c.SYNOptions = fl.synOpts
 		c.ConnState = ConnStateTCP(EndpointState(o.State), EndpointState(r.State), os, rs, c.History)
 	case ipProtoUDP:
 		os, rs = fl.origLen, fl.respLen

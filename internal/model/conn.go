@@ -71,6 +71,106 @@ func ParseTCPFlags(s string) (TCPFlags, bool) {
 	return f, true
 }
 
+// SYNOptions is the set of TCP option kinds in a SYN. The zero value means
+// unknown (no SYN seen, or a log without the column).
+type SYNOptions uint8
+
+// TCP option kinds tcpsentry records, and SYNSeen, set whenever the SYN
+// was seen (so a SYN without options is SYNSeen alone).
+const (
+	OptMSS SYNOptions = 1 << iota
+	OptWScale
+	OptSACKOK
+	OptTimestamp
+	OptOther
+	SYNSeen SYNOptions = 1 << 7
+)
+
+var synOptionNames = [...]struct {
+	opt  SYNOptions
+	name string
+}{{OptMSS, "mss"}, {OptWScale, "ws"}, {OptSACKOK, "sackok"}, {OptTimestamp, "ts"}, {OptOther, "other"}}
+
+// ParseSYNOptionKinds reads the option kinds from a TCP header's options
+// bytes. A malformed list keeps what was read before the damage.
+func ParseSYNOptionKinds(b []byte) SYNOptions {
+	o := SYNSeen
+	for i := 0; i < len(b); {
+		kind := b[i]
+		switch kind {
+		case 0: // end of list
+			return o
+		case 1: // no-op
+			i++
+			continue
+		}
+		if i+1 >= len(b) || b[i+1] < 2 || i+int(b[i+1]) > len(b) {
+			return o | OptOther
+		}
+		switch kind {
+		case 2:
+			o |= OptMSS
+		case 3:
+			o |= OptWScale
+		case 4:
+			o |= OptSACKOK
+		case 8:
+			o |= OptTimestamp
+		default:
+			o |= OptOther
+		}
+		i += int(b[i+1])
+	}
+	return o
+}
+
+// String is "" when unknown, "none" for a SYN without options, else the
+// kinds joined by commas ("mss,ws,sackok,ts").
+func (o SYNOptions) String() string {
+	if o&SYNSeen == 0 {
+		return ""
+	}
+	var names []string
+	for _, n := range synOptionNames {
+		if o&n.opt != 0 {
+			names = append(names, n.name)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ",")
+}
+
+// ParseSYNOptions accepts what String returns.
+func ParseSYNOptions(s string) (SYNOptions, bool) {
+	if s == "" {
+		return 0, true
+	}
+	o := SYNSeen
+	if s == "none" {
+		return o, true
+	}
+next:
+	for _, part := range strings.Split(s, ",") {
+		for _, n := range synOptionNames {
+			if part == n.name {
+				o |= n.opt
+				continue next
+			}
+		}
+		return 0, false
+	}
+	return o, true
+}
+
+// KernelStack reports whether the SYN looks like an operating system's
+// connect(): it offers window scaling, SACK or timestamps, which bare
+// raw-socket probes leave out.
+func (o SYNOptions) KernelStack() bool {
+	return o&SYNSeen != 0 && o&(OptWScale|OptSACKOK|OptTimestamp) != 0
+}
+
 // ConnField names a Conn field that can be unset ("-" in a Zeek log).
 // Conn.Unset is a set of them.
 type ConnField uint16
@@ -146,6 +246,11 @@ type Conn struct {
 	// connection, before any role flip (scan typing needs it: a lone FIN, a
 	// NULL or a Xmas probe); 0 for non-TCP connections and in Zeek logs.
 	FirstFlags TCPFlags
+	// SYNOptions lists the TCP options of the originator's first SYN.
+	// Raw-packet scanners send bare SYNs (nmap -sS: MSS only) while a
+	// kernel's connect() offers window scaling, SACK and timestamps, so
+	// this tells a connect() scan of closed ports from a SYN scan.
+	SYNOptions SYNOptions
 
 	// End says why the record was emitted; "" for records read from logs.
 	End EndReason

@@ -73,6 +73,7 @@ const (
 	fTunnelParents
 	fIPProto
 	fFirstFlags
+	fSYNOptions
 	fEnd
 )
 
@@ -126,6 +127,8 @@ func fieldByName(n string) field {
 		return fIPProto
 	case "first_flags":
 		return fFirstFlags
+	case "syn_options":
+		return fSYNOptions
 	case "end_reason", "end":
 		return fEnd
 	}
@@ -490,6 +493,11 @@ func (r *Reader) setField(c *model.Conn, f field, v string, unset bool, ipProto 
 			err = fmt.Errorf("bad TCP flags %q", v)
 		}
 		c.Unset &^= model.FieldFirstFlags
+	case fSYNOptions:
+		var ok bool
+		if c.SYNOptions, ok = model.ParseSYNOptions(v); !ok {
+			err = fmt.Errorf("bad SYN options %q", v)
+		}
 	case fEnd:
 		c.End = model.EndReason(v)
 	}
@@ -615,6 +623,8 @@ func fieldName(f field) string {
 	switch f {
 	case fFirstFlags:
 		return "first_flags"
+	case fSYNOptions:
+		return "syn_options"
 	case fEnd:
 		return "end_reason"
 	}
@@ -646,6 +656,7 @@ type jsonConn struct {
 	TunnelParents []string        `json:"tunnel_parents"`
 	IPProto       *int            `json:"ip_proto"`
 	FirstFlags    *string         `json:"first_flags"`
+	SYNOptions    string          `json:"syn_options"`
 	End           string          `json:"end"`
 }
 
@@ -750,6 +761,11 @@ func (r *Reader) parseJSON(line []byte) (*model.Conn, error) {
 	} else {
 		c.Unset |= model.FieldFirstFlags
 	}
+	o, ok := model.ParseSYNOptions(j.SYNOptions)
+	if !ok {
+		return nil, bad("syn_options", fmt.Errorf("bad SYN options %q", j.SYNOptions))
+	}
+	c.SYNOptions = o
 	return c, nil
 }
 

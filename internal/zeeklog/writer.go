@@ -22,7 +22,7 @@ var tsvFields = [...]struct{ name, typ string }{
 	{"missed_bytes", "count"}, {"history", "string"}, {"orig_pkts", "count"},
 	{"orig_ip_bytes", "count"}, {"resp_pkts", "count"}, {"resp_ip_bytes", "count"},
 	{"tunnel_parents", "set[string]"}, {"ip_proto", "count"},
-	{"first_flags", "string"}, {"end_reason", "string"},
+	{"first_flags", "string"}, {"syn_options", "string"}, {"end_reason", "string"},
 }
 
 // TSVWriter writes a Zeek-style TSV conn.log. Call Close to write #close.
@@ -122,6 +122,11 @@ func (tw *TSVWriter) Write(c *model.Conn) error {
 	b = tsvCount(b, uint64(c.Proto), true)
 	if c.Has(model.FieldFirstFlags) {
 		b = tsvStr(b, c.FirstFlags.String())
+	} else {
+		b = append(b, "\t-"...)
+	}
+	if o := c.SYNOptions.String(); o != "" {
+		b = tsvStr(b, o)
 	} else {
 		b = append(b, "\t-"...)
 	}
@@ -283,6 +288,9 @@ func (jw *JSONWriter) Write(c *model.Conn) error {
 	if c.Has(model.FieldFirstFlags) {
 		b = jsonStr(b, "first_flags", c.FirstFlags.String())
 	}
+	if o := c.SYNOptions.String(); o != "" {
+		b = jsonStr(b, "syn_options", o)
+	}
 	if c.End != "" {
 		b = jsonStr(b, "end", string(c.End))
 	}
@@ -341,6 +349,7 @@ func Diff(a, b *model.Conn) string {
 	add("pkts", [4]uint64{a.OrigPkts, a.OrigIPBytes, a.RespPkts, a.RespIPBytes}, [4]uint64{b.OrigPkts, b.OrigIPBytes, b.RespPkts, b.RespIPBytes})
 	add("tunnel_parents", fmt.Sprintf("%q %v", a.TunnelParents, a.TunnelParents == nil), fmt.Sprintf("%q %v", b.TunnelParents, b.TunnelParents == nil))
 	add("first_flags", a.FirstFlags, b.FirstFlags)
+	add("syn_options", a.SYNOptions, b.SYNOptions)
 	add("end", a.End, b.End)
 	return strings.Join(d, "; ")
 }

@@ -55,6 +55,8 @@ type Packet struct {
 	L4         []byte
 	L4Len      int // transport length per the IP header (len(L4) may be less: snaplen)
 	PayloadLen int // UDP/ICMP/other payload length per the headers
+	// UDPPayload is the captured payload of a UDP datagram (aliases the packet).
+	UDPPayload []byte
 	ICMPType   uint8
 	ICMPCode   uint8
 	TCP        TCP
@@ -75,6 +77,9 @@ type TCP struct {
 	Win      uint16
 	Length   int // payload length per the IP header
 	Captured int // payload bytes actually captured
+	// Options is the options part of the header; Payload the captured
+	// payload. Both alias the packet's bytes.
+	Options, Payload []byte
 }
 
 // SrcAddr is Src as a netip.Addr.
@@ -247,6 +252,8 @@ func Transport(p *Packet, validate bool) error {
 		s.Win = binary.BigEndian.Uint16(b[14:16])
 		s.Length = p.L4Len - off
 		s.Captured = len(b) - off
+		s.Options = b[20:off]
+		s.Payload = b[off:min(len(b), p.L4Len)]
 		if validate && len(b) >= p.L4Len {
 			p.ChecksumOK = p.transportChecksum(b[:p.L4Len]) == 0xffff
 		}
@@ -258,6 +265,7 @@ func Transport(p *Packet, validate bool) error {
 		p.SrcPort = binary.BigEndian.Uint16(b[0:2])
 		p.DstPort = binary.BigEndian.Uint16(b[2:4])
 		p.PayloadLen = max(int(binary.BigEndian.Uint16(b[4:6]))-8, 0)
+		p.UDPPayload = b[8:min(len(b), 8+p.PayloadLen)]
 		if validate && len(b) >= p.L4Len {
 			if sum := binary.BigEndian.Uint16(b[6:8]); sum != 0 || p.V6 {
 				p.ChecksumOK = p.transportChecksum(b[:p.L4Len]) == 0xffff

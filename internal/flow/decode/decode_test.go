@@ -60,12 +60,12 @@ func TestDecode(t *testing.T) {
 		errWhat string // "layer field" of the expected error
 	}{
 		{name: "tcp syn", b: syn, want: Packet{SrcPort: 40000, DstPort: 80, Proto: 6, IPLen: 40, L4Len: 20,
-			TCP: TCP{Seq: 1000, Ack: 2000, Flags: model.FlagSYN, Win: 512}}},
+			TCP: TCP{Seq: 1000, Ack: 2000, Flags: model.FlagSYN, Win: 512, Options: []byte{}, Payload: []byte{}}}},
 		{name: "tcp data cut by the snaplen", b: data[:60], wire: len(data), want: Packet{SrcPort: 40000, DstPort: 80, Proto: 6, IPLen: 140, L4Len: 120,
-			TCP: TCP{Seq: 1000, Ack: 2000, Flags: model.FlagACK | model.FlagPSH, Win: 512, Length: 100, Captured: 20}}},
+			TCP: TCP{Seq: 1000, Ack: 2000, Flags: model.FlagACK | model.FlagPSH, Win: 512, Length: 100, Captured: 20, Options: []byte{}, Payload: make([]byte, 20)}}},
 		{name: "icmp echo keys by type pair", b: echo, want: Packet{SrcPort: 8, DstPort: 0, Proto: 1, IPLen: 28, L4Len: 8}},
 		{name: "icmp unreachable is one-way", b: unreach, want: Packet{SrcPort: 3, DstPort: 3, Proto: 1, IPLen: 28, L4Len: 8, OneWay: true, ICMPType: 3, ICMPCode: 3}},
-		{name: "ipv6 extension header", v6: true, b: v6udp, want: Packet{SrcPort: 5000, DstPort: 53, Proto: 17, V6: true, IPLen: 60, L4Len: 12, PayloadLen: 4}},
+		{name: "ipv6 extension header", v6: true, b: v6udp, want: Packet{SrcPort: 5000, DstPort: 53, Proto: 17, V6: true, IPLen: 60, L4Len: 12, PayloadLen: 4, UDPPayload: []byte("abcd")}},
 		{name: "ipv4 truncated header", b: syn[:19], errWhat: "ipv4 header"},
 		{name: "ipv4 total length beyond the frame", b: syn[:39], wire: 39, errWhat: "ipv4 total length"},
 		{name: "tcp header cut", b: syn[:30], wire: 40, errWhat: "tcp header"},
