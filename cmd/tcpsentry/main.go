@@ -31,8 +31,10 @@ type exitCodeError struct{ code int }
 
 func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-func newRootCmd() *cobra.Command {
-	root := &cobra.Command{
+// newRootCmd builds the command tree; finish stops what the run started
+// (the CPU profile) whether or not the command failed.
+func newRootCmd() (root *cobra.Command, finish func()) {
+	root = &cobra.Command{
 		Use:   "tcpsentry",
 		Short: "Connection analysis for incident response",
 		Long: `tcpsentry finds suspicious TCP connections on a live Linux host, in live
@@ -62,18 +64,19 @@ wrong, why, and how sure it is.`,
 		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 		return nil
 	}
-	root.PersistentPostRun = func(*cobra.Command, []string) {
+	root.AddCommand(newConnsCmd(), newCheckCmd(), newAnalyzeCmd(), newEvalCmd(), newFlowsCmd(), newConfigCmd(), newBaselineCmd())
+	return root, func() {
 		if stopProfile != nil {
 			stopProfile()
 		}
 	}
-	root.AddCommand(newConnsCmd(), newCheckCmd(), newAnalyzeCmd(), newEvalCmd(), newFlowsCmd(), newConfigCmd(), newBaselineCmd())
-	return root
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	root, finish := newRootCmd()
+	err := root.ExecuteContext(ctx)
+	finish()
 	stop()
 	os.Exit(exitStatus(err))
 }

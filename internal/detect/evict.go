@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// evictOldest removes the tenth of m whose entries were seen longest ago
+// evictOldest removes the quarter of m whose entries were seen longest ago
 // (at least one) and returns how many it removed. Evicting in batches
 // keeps a flood of new keys (spoofed sources) at amortised O(log n) per
 // insert, where finding the single oldest entry each time would be O(n).
@@ -19,16 +19,20 @@ func evictOldestFunc[K comparable, V any](m map[K]V, lastSeen func(V) time.Time,
 	if len(m) == 0 {
 		return 0
 	}
-	times := make([]time.Time, 0, len(m))
+	// Integer times sort several times faster than time.Time.
+	times := make([]int64, 0, len(m))
 	for _, v := range m {
-		times = append(times, lastSeen(v))
+		times = append(times, lastSeen(v).UnixNano())
 	}
-	slices.SortFunc(times, time.Time.Compare)
-	n := max(1, len(m)/10)
+	slices.Sort(times)
+	n := max(1, len(m)/4)
 	cutoff := times[n-1]
 	removed := 0
 	for k, v := range m {
-		if removed < n && !lastSeen(v).After(cutoff) {
+		if removed == n {
+			break
+		}
+		if lastSeen(v).UnixNano() <= cutoff {
 			if onEvict != nil {
 				onEvict(k, v)
 			}
