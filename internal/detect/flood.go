@@ -78,7 +78,7 @@ func (d *Flood) ObserveConn(c *model.Conn, emit Emit) {
 	}
 	if t == nil {
 		if len(d.targets) >= d.cfg.MaxTargets {
-			d.Evicted += evictOldest(d.targets, func(t *floodTarget) time.Time { return t.last })
+			d.Evicted += evictOldest(&d.targets, func(t *floodTarget) time.Time { return t.last })
 		}
 		t = &floodTarget{first: c.TS, sources: map[netip.Addr]struct{}{}, curSec: c.TS.Unix()}
 		d.targets[key] = t

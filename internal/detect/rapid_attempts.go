@@ -227,7 +227,7 @@ func (d *RapidAttempts) source(src netip.Addr, w int64) *rapidSource {
 		return s
 	}
 	if len(d.sources) >= d.cfg.MaxSources {
-		d.Evicted += evictOldest(d.sources, func(s *rapidSource) time.Time { return s.last })
+		d.Evicted += evictOldest(&d.sources, func(s *rapidSource) time.Time { return s.last })
 	}
 	s := &rapidSource{win: w}
 	d.sources[src] = s

@@ -295,7 +295,7 @@ func (d *Scan) source(src netip.Addr, t time.Time, emit Emit) *scanSource {
 	if len(d.sources) >= d.cfg.MaxSources {
 		// A source evicted with reported scans gets its final figures out
 		// first: a spoofed flood must not erase a real scanner's report.
-		d.Evicted += evictOldestFunc(d.sources, func(s *scanSource) time.Time { return s.last },
+		d.Evicted += evictOldestFunc(&d.sources, func(s *scanSource) time.Time { return s.last },
 			func(src netip.Addr, s *scanSource) { d.flushSource(src, s, emit) })
 	}
 	s = newScanSource(t)
