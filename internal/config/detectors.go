@@ -57,6 +57,13 @@ type Scan struct {
 	// EpisodeGap: a reported scan whose probe type pauses this long and
 	// resumes is a new scan, reported on its own.
 	EpisodeGap Duration `yaml:"episode_gap"`
+	// A block scan: one source, at least BlockPorts ports on each of at
+	// least BlockHosts hosts. A distributed scan: DistributedPorts ports of
+	// one host probed by DistributedSources sources, none doing half.
+	BlockHosts         int `yaml:"block_hosts"`
+	BlockPorts         int `yaml:"block_ports"`
+	DistributedSources int `yaml:"distributed_sources"`
+	DistributedPorts   int `yaml:"distributed_ports"`
 	// Threshold Random Walk (Jung et al. 2004): θ0 and θ1 are the chances
 	// that a benign source's and a scanner's first contact succeeds; α and
 	// β the wanted false- and true-positive rates.
@@ -167,6 +174,15 @@ func (c *Config) semantic(report func(path string, err error)) {
 	}{{"attempts", fl.Attempts}, {"rate_per_second", fl.RatePerSecond}, {"max_targets", fl.MaxTargets}, {"max_sources", fl.MaxSources}} {
 		if v.n < 1 {
 			report("$.detectors.flood."+v.key, fmt.Errorf("%d: must be at least 1", v.n))
+		}
+	}
+	sc = c.Detectors.Scan
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"block_hosts", sc.BlockHosts}, {"block_ports", sc.BlockPorts}, {"distributed_sources", sc.DistributedSources}, {"distributed_ports", sc.DistributedPorts}} {
+		if v.n < 2 {
+			report("$.detectors.scan."+v.key, fmt.Errorf("%d: must be at least 2", v.n))
 		}
 	}
 	if g := c.Detectors.Scan.EpisodeGap.Duration; g <= 0 {

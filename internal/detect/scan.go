@@ -3,6 +3,7 @@ package detect
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -23,7 +24,8 @@ import (
 type Scan struct {
 	cfg     config.Scan
 	sources map[netip.Addr]*scanSource
-	// Evicted counts sources dropped to keep the table bounded.
+	dist    map[netip.Addr]*distTarget // by target, for distributed scans
+	// Evicted counts sources (and targets) dropped to keep the tables bounded.
 	Evicted int
 	// trw thresholds in log space.
 	upper, stepFail, stepOK float64
@@ -32,7 +34,7 @@ type Scan struct {
 // NewScan builds the detector from its thresholds.
 func NewScan(cfg *config.Config) *Scan {
 	c := cfg.Detectors.Scan
-	d := &Scan{cfg: c, sources: map[netip.Addr]*scanSource{}}
+	d := &Scan{cfg: c, sources: map[netip.Addr]*scanSource{}, dist: map[netip.Addr]*distTarget{}}
 	// Λ crosses η1 = β/α for "scanner"; failures multiply Λ by
 	// (1-θ1)/(1-θ0), successes by θ1/θ0 (Jung et al., section 4).
 	d.upper = math.Log(c.TRWBeta / c.TRWAlpha)
@@ -72,8 +74,11 @@ type probeState struct {
 	// first and last are its earliest and latest probe.
 	start, first, last time.Time
 	probes             int // probes in the episode
-	targets            map[netip.Addr]*scanTarget
-	byPort             map[uint16]map[netip.Addr]time.Time // first probe time per host
+	// blockHosts counts the targets with at least BlockPorts ports: a
+	// block scan sweeps a range of ports over a range of hosts.
+	blockHosts int
+	targets    map[netip.Addr]*scanTarget
+	byPort     map[uint16]map[netip.Addr]time.Time // first probe time per host
 }
 
 type scanSource struct {
@@ -89,7 +94,7 @@ type scanSource struct {
 
 // scanKey identifies one scan of a source.
 type scanKey struct {
-	kind  string // vertical, horizontal, trw
+	kind  string // vertical, horizontal, block, trw
 	probe string // syn, fin, …; "" for trw
 	dst   netip.Addr
 	port  uint16
@@ -209,6 +214,9 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 		}
 		prev.out = max(prev.out, out)
 		t.ports[port] = prev
+		if !ok && len(t.ports) == d.cfg.BlockPorts {
+			ps.blockHosts++
+		}
 	}
 	hosts := ps.byPort[port]
 	if hosts == nil && len(ps.byPort) < 65536 {
@@ -232,6 +240,10 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 		}
 	}
 
+	d.observeDistributed(c, probe, out, emit)
+	if ps.blockHosts >= d.cfg.BlockHosts {
+		d.report(s, src, scanKey{kind: "block", probe: probe, since: ps.start}, c, emit)
+	}
 	if t != nil && len(t.ports) >= d.cfg.VerticalPorts {
 		d.report(s, src, scanKey{kind: "vertical", probe: probe, dst: dst, since: ps.start}, c, emit)
 	}
@@ -309,6 +321,13 @@ func (d *Scan) report(s *scanSource, src netip.Addr, k scanKey, c *model.Conn, e
 	if _, done := s.reported[k]; done {
 		return
 	}
+	if k.kind == "vertical" || k.kind == "horizontal" {
+		// Inside a block scan the hosts and ports are its figures, not
+		// alerts of their own.
+		if _, block := s.reported[scanKey{kind: "block", probe: k.probe, since: k.since}]; block {
+			return
+		}
+	}
 	if s.reported == nil {
 		s.reported = map[scanKey]int{}
 	}
@@ -358,6 +377,12 @@ func (s *scanSource) size(k scanKey) int {
 			return len(t.ports)
 		}
 		return 0
+	case k.kind == "block":
+		n := 0
+		for _, t := range ps.targets {
+			n += len(t.ports)
+		}
+		return n
 	}
 	return len(ps.byPort[k.port])
 }
@@ -371,6 +396,8 @@ func scanEntity(src netip.Addr, k scanKey) string {
 		return fmt.Sprintf("scan vertical %s %v → %v since %s", k.probe, src, k.dst, since)
 	case "horizontal":
 		return fmt.Sprintf("scan horizontal %s %v → */%d since %s", k.probe, src, k.port, since)
+	case "block":
+		return fmt.Sprintf("scan block %s %v since %s", k.probe, src, since)
 	}
 	return fmt.Sprintf("scan trw %v since %s", src, since)
 }
@@ -416,6 +443,20 @@ func (d *Scan) alert(s *scanSource, src netip.Addr, k scanKey, at time.Time) ale
 		ev["ports"], ev["answered"], ev["closed"], ev["unanswered"] = n, open, closed, filtered
 		ev["open_ports"] = openPorts(t.ports, 50)
 		a.Severity, a.Confidence = severityFor(n, d.cfg.VerticalPorts), 0.9
+	case "block":
+		ps := s.byProbe[probe]
+		var open, closed, filtered, blockHosts int
+		for _, t := range ps.targets {
+			o, c, f := countOutcomes(t.ports)
+			open, closed, filtered = open+o, closed+c, filtered+f
+			if len(t.ports) >= d.cfg.BlockPorts {
+				blockHosts++
+			}
+		}
+		a.Title = fmt.Sprintf("block %s scan: %d ports over %d hosts", strings.ToUpper(probe), len(ps.byPort), len(ps.targets))
+		ev["hosts"], ev["ports"], ev["hosts_with_block_ports"] = len(ps.targets), len(ps.byPort), blockHosts
+		ev["answered"], ev["closed"], ev["unanswered"] = open, closed, filtered
+		a.Severity, a.Confidence = alert.Critical, 0.9
 	case "horizontal":
 		hosts := s.byProbe[probe].byPort[port]
 		a.DstPort, a.HasDstPort = port, true
@@ -444,6 +485,9 @@ func (d *Scan) Flush(_ time.Time, emit Emit) {
 	slices.SortFunc(srcs, netip.Addr.Compare)
 	for _, src := range srcs {
 		d.flushSource(src, d.sources[src], emit)
+	}
+	for _, dst := range slices.SortedFunc(maps.Keys(d.dist), netip.Addr.Compare) {
+		d.flushDistributed(dst, d.dist[dst], emit)
 	}
 }
 

@@ -177,3 +177,68 @@ func TestScanStateBounded(t *testing.T) {
 		t.Errorf("sources %d, evicted %d; want at most 10 and 990", len(d.sources), d.Evicted)
 	}
 }
+
+func TestScanBlockAndDistributed(t *testing.T) {
+	t.Run("block", func(t *testing.T) {
+		// One source, ports 1–30 on 10 hosts, port by port: one block
+		// alert, not ten vertical ones.
+		e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
+		i := 0
+		for p := 1; p <= 30; p++ {
+			for h := 1; h <= 10; h++ {
+				i++
+				e.ObserveConn(probeConn(time.Duration(i)*time.Millisecond, "10.0.0.66:40000", fmt.Sprintf("10.0.1.%d:%d", h, p), model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
+			}
+		}
+		e.Flush(snapTime.Add(time.Hour))
+		var kinds []string
+		var block alert.Alert
+		for _, a := range e.Alerts() {
+			kinds = append(kinds, a.Evidence["kind"].(string))
+			if a.Evidence["kind"] == "block" {
+				block = a
+			}
+		}
+		// The TRW test reached its bound before the block crossed.
+		if block.Evidence == nil || block.Evidence["hosts"] != 10 || block.Evidence["ports"] != 30 || block.Count != 300 || block.Severity != alert.Critical {
+			t.Fatalf("block alert %+v among %v", block, kinds)
+		}
+		if len(kinds) != 2 {
+			t.Errorf("block scan also raised %v", kinds)
+		}
+	})
+	t.Run("distributed", func(t *testing.T) {
+		// Sixteen sources split ports 1–80 of one host: none crosses the
+		// vertical threshold alone.
+		e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
+		for p := 1; p <= 80; p++ {
+			src := fmt.Sprintf("198.51.100.%d:40000", p%16+1)
+			e.ObserveConn(probeConn(time.Duration(p)*100*time.Millisecond, src, fmt.Sprintf("10.0.0.5:%d", p), model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
+		}
+		e.Flush(snapTime.Add(time.Hour))
+		as := e.Alerts()
+		if len(as) != 1 || as[0].Evidence["kind"] != "distributed" || as[0].Dst != netip.MustParseAddr("10.0.0.5") ||
+			as[0].Evidence["sources"] != 16 || as[0].Evidence["ports"] != 80 || as[0].Count != 80 || as[0].Src.IsValid() {
+			t.Fatalf("alerts: %+v", as)
+		}
+		// The alert came when the 20th port was touched by the 5th source.
+		if !as[0].Raised.Equal(snapTime.Add(2 * time.Second)) {
+			t.Errorf("raised at %v", as[0].Raised.Sub(snapTime))
+		}
+	})
+	t.Run("one scanner and bystanders is not distributed", func(t *testing.T) {
+		e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
+		for p := 1; p <= 60; p++ {
+			e.ObserveConn(probeConn(time.Duration(p)*time.Millisecond, "10.0.0.66:40000", fmt.Sprintf("10.0.0.5:%d", p), model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
+		}
+		for c := 1; c <= 6; c++ { // clients failing on a closed port
+			e.ObserveConn(probeConn(time.Second, fmt.Sprintf("10.0.0.%d:40000", 100+c), "10.0.0.5:8080", model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
+		}
+		e.Flush(snapTime.Add(time.Hour))
+		for _, a := range e.Alerts() {
+			if a.Evidence["kind"] == "distributed" {
+				t.Errorf("distributed alert: %s", a.Title)
+			}
+		}
+	})
+}
