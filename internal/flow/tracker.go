@@ -124,6 +124,10 @@ type Tracker struct {
 	frags   *decode.Reassembler
 	pkt     decode.Packet
 	key     table.Key
+	// Flows changed since the last Progress call (see progress.go); kept
+	// only once Progress has been called.
+	dirty   []table.ID
+	dirtyOn bool
 }
 
 // NewTracker returns a tracker that calls emit for each finished
@@ -211,6 +215,7 @@ type flow struct {
 	inact                  uint8 // inactivity timeout in force (inactUDP …)
 	origIsA                bool  // the originator is the key's A side
 	origActive, respActive bool  // UDP/ICMP: a packet was seen from that side
+	dirty                  bool  // listed in Tracker.dirty (progress.go)
 
 	tcp tcp.Conn
 
@@ -461,6 +466,7 @@ func (t *Tracker) track(p *decode.Packet, ts int64) {
 	} else {
 		t.flows.Touch(fl.id)
 	}
+	t.markDirty(fl)
 	isOrig := srcIsA == fl.origIsA
 	counted := true
 	switch p.Proto {
@@ -671,6 +677,7 @@ func (t *Tracker) remove(fl *flow, why model.EndReason) {
 		c = t.record(fl, why)
 	}
 	t.releaseExt(fl)
+	fl.dirty = false // its ID may be reused; Progress skips it
 	t.flows.Delete(fl.id)
 	t.stats.Emitted++
 	if t.emit != nil {
