@@ -121,12 +121,13 @@ func openHandle(opts *Options, idx int, name string) (h *handle, err error) {
 	if err != nil {
 		return nil, fail("socket", err)
 	}
-	h = &handle{idx: idx, fd: fd, bsize: opts.BlockSize, nblk: opts.Blocks}
+	hh := &handle{idx: idx, fd: fd, bsize: opts.BlockSize, nblk: opts.Blocks}
 	defer func() {
 		if err != nil {
-			h.close()
+			hh.close()
 		}
 	}()
+	h = hh
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
