@@ -21,6 +21,6 @@ func Open(Options) (*Source, error) {
 func (s *Source) Poll(context.Context, time.Duration, func(*capture.Packet)) (int, error) {
 	return 0, errors.ErrUnsupported
 }
-func (s *Source) Stats() Stats              { return Stats{} }
-func (s *Source) Interfaces() []Interface   { return nil }
-func (s *Source) Close() error              { return nil }
+func (s *Source) Stats() Stats            { return Stats{} }
+func (s *Source) Interfaces() []Interface { return nil }
+func (s *Source) Close() error            { return nil }
