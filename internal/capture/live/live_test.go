@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,6 +74,9 @@ func hping(t *testing.T, ns string, limit time.Duration, args ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, hp, "-q"}, args...)...)
+	// ip netns exec execs hping3 itself: SIGINT ends it as Ctrl-C would.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	// hping3 exits 1 when no reply came back, which is the point here.
 	var ee *exec.ExitError
@@ -167,11 +171,14 @@ func TestLiveSYN(t *testing.T) {
 // port 80, only "tcp port 80" reaches the ring.
 func TestLiveFilter(t *testing.T) {
 	l := newLab(t)
-	src, err := Open(Options{Netns: l.b, Interfaces: []string{"vb"}, Filter: "tcp port 80"})
+	src, err := Open(Options{Netns: l.b, Interfaces: []string{"vb"}, Filter: "tcp port 80", Promiscuous: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
+	if out := run(t, "ip", "-n", l.b, "-d", "link", "show", "vb"); !strings.Contains(out, "promiscuity 1 ") {
+		t.Errorf("Promiscuous: vb not in promiscuous mode:\n%s", out)
+	}
 	dst := l.prefix + "3"
 	hping(t, l.a, 20*time.Second, "-S", "-p", "81", "-c", "3", "-i", "u10000", dst)
 	hping(t, l.a, 20*time.Second, "-2", "-p", "80", "-c", "3", "-i", "u10000", dst)
@@ -224,6 +231,70 @@ func TestLiveLoopback(t *testing.T) {
 	}
 	if st := src.Stats(); st.Delivered != 3 {
 		t.Errorf("delivered %d, want 3 (outgoing copies skipped); %+v", st.Delivered, st)
+	}
+}
+
+// Two Sources in one fanout group share the interface's traffic by flow:
+// each frame reaches exactly one of them, and both get some.
+func TestLiveFanout(t *testing.T) {
+	l := newLab(t)
+	var srcs [2]*Source
+	for i := range srcs {
+		var err error
+		if srcs[i], err = Open(Options{Netns: l.b, Interfaces: []string{"vb"}, Filter: "tcp port 80", Fanout: 4242}); err != nil {
+			t.Fatal(err)
+		}
+		defer srcs[i].Close()
+	}
+	// 40 SYNs from 40 source ports: 40 flows to spread.
+	hping(t, l.a, 20*time.Second, "-S", "-p", "80", "-s", "30000", "-c", "40", "-i", "u5000", l.prefix+"3")
+	var got [2]map[uint16]bool
+	total := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for total < 40 && time.Now().Before(deadline) {
+		for i, s := range srcs {
+			if got[i] == nil {
+				got[i] = map[uint16]bool{}
+			}
+			if _, err := s.Poll(context.Background(), 50*time.Millisecond, func(p *capture.Packet) {
+				got[i][uint16(p.Data[34])<<8|uint16(p.Data[35])] = true
+				total++
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	both := 0
+	for port := range got[0] {
+		if got[1][port] {
+			both++
+		}
+	}
+	if total != 40 || len(got[0]) == 0 || len(got[1]) == 0 || both != 0 {
+		t.Errorf("fanout: %d frames, %d and %d flows per socket, %d flows in both; want 40, both non-zero, 0", total, len(got[0]), len(got[1]), both)
+	}
+}
+
+// One Source over two interfaces of different kinds: each packet says
+// which one it came from.
+func TestLiveTwoInterfaces(t *testing.T) {
+	l := newLab(t)
+	src, err := Open(Options{Netns: l.b, Interfaces: []string{"lo", "vb"}, Filter: "tcp port 80 or udp port 9999"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	hping(t, l.b, 20*time.Second, "-2", "-p", "9999", "-k", "-s", "5000", "-c", "2", "-i", "u10000", "127.0.0.1")
+	hping(t, l.a, 20*time.Second, "-S", "-p", "80", "-c", "3", "-i", "u10000", l.prefix+"3")
+	var per [2]int
+	deadline := time.Now().Add(10 * time.Second)
+	for per[0]+per[1] < 5 && time.Now().Before(deadline) {
+		if _, err := src.Poll(context.Background(), 50*time.Millisecond, func(p *capture.Packet) { per[p.Iface]++ }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if per != [2]int{2, 3} {
+		t.Errorf("frames per interface (lo, vb) %v, want [2 3]", per)
 	}
 }
 
@@ -306,6 +377,14 @@ func TestLiveFloodThroughput(t *testing.T) {
 	}
 	defer src.Close()
 	const secs = 4
+	txPackets := func() uint64 {
+		n, err := strconv.ParseUint(strings.TrimSpace(run(t, "ip", "netns", "exec", l.a, "cat", "/sys/class/net/va/statistics/tx_packets")), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	tx0 := txPackets()
 	var ru0, ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	start := time.Now()
@@ -332,8 +411,9 @@ func TestLiveFloodThroughput(t *testing.T) {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	cpu := time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()) + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
 	st := src.Stats()
-	t.Logf("flood %v: kernel %d packets (%.0f/s), %d dropped (%.0f/s), %d freezes; delivered %d; tracker %d packets, %d flows; capture process CPU %v (%.0f%% of one core)",
-		el.Round(time.Millisecond), st.Packets, float64(st.Packets)/el.Seconds(), st.Drops, float64(st.Drops)/el.Seconds(), st.FreezeQueue,
+	sent := txPackets() - tx0
+	t.Logf("flood %v: %d packets sent (%.0f/s); kernel %d packets (%.0f/s), %d dropped (%.0f/s), %d freezes; delivered %d; tracker %d packets, %d flows; capture process CPU %v (%.0f%% of one core)",
+		el.Round(time.Millisecond), sent, float64(sent)/el.Seconds(), st.Packets, float64(st.Packets)/el.Seconds(), st.Drops, float64(st.Drops)/el.Seconds(), st.FreezeQueue,
 		st.Delivered, r.stats.Packets, r.stats.Flows, cpu.Round(time.Millisecond), 100*cpu.Seconds()/el.Seconds())
 	if st.Delivered+st.Drops > st.Packets || st.Delivered != r.stats.Packets || st.Packets == 0 {
 		t.Errorf("inconsistent counters: %+v, tracker %+v", st, r.stats)
