@@ -23,17 +23,16 @@ var update = flag.Bool("update", false, "regenerate testdata/tcpdump.golden with
 
 // frame describes a crafted packet.
 type frame struct {
-	name           string
-	etherType      uint16 // 0: from the addresses
-	proto          uint8
-	src, dst       string
-	sport, dport   uint16
-	fragOff        uint16 // IPv4 fragment offset (8-byte units)
-	ihl            int    // IPv4 header words (default 5)
-	v6frag         bool   // IPv6 with a fragment header before the transport
-	arp            bool
-	payload        int
-	vlanInlineTest bool
+	name         string
+	etherType    uint16 // 0: from the addresses
+	proto        uint8
+	src, dst     string
+	sport, dport uint16
+	fragOff      uint16 // IPv4 fragment offset (8-byte units)
+	ihl          int    // IPv4 header words (default 5)
+	v6frag       bool   // IPv6 with a fragment header before the transport
+	arp          bool
+	payload      int
 }
 
 func (f frame) bytes() []byte {
