@@ -7,7 +7,8 @@
 // arp, rarp, tcp, udp, sctp, icmp, icmp6 (alone or qualifying host, net,
 // port and portrange); host, net (CIDR or an address), port, portrange,
 // each with src or dst; ip proto N, ip6 proto N; vlan [ID]; less N and
-// greater N; and, or, not (also &&, ||, !) and parentheses. Anything else
+// greater N; and, or, not (also &&, ||, !) and parentheses; a bare value
+// after one of those takes its qualifiers ("port 80 or 443"). Anything else
 // is an error that names the offending word and its offset, never a
 // program that silently matches everything. The semantics are libpcap's
 // (checked against tcpdump's own programs in the tests): "port" matches
@@ -222,7 +223,13 @@ type parser struct {
 	toks []token
 	pos  int
 	l    layout
+	// last holds the qualifiers of the last host, net, port or portrange
+	// primitive: a bare value after it takes them, as in libpcap's
+	// "port 80 or 443" and "host 10.0.0.1 or 10.0.0.2".
+	last *quals
 }
+
+type quals struct{ proto, dir, kind string }
 
 func (p *parser) errf(format string, a ...any) error {
 	off := len(p.expr)
@@ -297,6 +304,9 @@ const unsupportedHint = "supported: ip, ip6, arp, rarp, tcp, udp, sctp, icmp, ic
 
 func (p *parser) parsePrimitive() (node, error) {
 	word := func() string { return strings.ToLower(p.peek()) }
+	if w := p.peek(); p.last != nil && w != "" && (w[0] >= '0' && w[0] <= '9' || strings.Contains(w, ":")) {
+		return p.typed(p.last.proto, p.last.dir, p.last.kind)
+	}
 	proto := qNone
 	switch w := word(); w {
 	case "ip4":
@@ -332,16 +342,7 @@ func (p *parser) parsePrimitive() (node, error) {
 	switch w := word(); w {
 	case "host", "net", "port", "portrange":
 		p.pos++
-		switch w {
-		case "host":
-			return p.host(proto, dir)
-		case "net":
-			return p.net(proto, dir)
-		case "port":
-			return p.port(proto, dir, false)
-		default:
-			return p.port(proto, dir, true)
-		}
+		return p.typed(proto, dir, w)
 	case "proto":
 		if dir != "" {
 			return nil, p.errf("%q cannot take src or dst", w)
@@ -352,7 +353,7 @@ func (p *parser) parsePrimitive() (node, error) {
 	if dir != "" {
 		// "src 10.0.0.1": the type defaults to host.
 		if p.pos < len(p.toks) && !isKeyword(word()) {
-			return p.host(proto, dir)
+			return p.typed(proto, dir, "host")
 		}
 		return nil, p.errf("expected host, net, port or portrange after %q", dir)
 	}
@@ -361,9 +362,24 @@ func (p *parser) parsePrimitive() (node, error) {
 	}
 	w := p.peek()
 	if _, err := netip.ParseAddr(w); err == nil {
-		return p.host(proto, dir)
+		return p.typed(proto, dir, "host")
 	}
 	return nil, p.errf("%q is not a primitive this compiler knows (%s)", w, unsupportedHint)
+}
+
+// typed parses the value of a host, net, port or portrange primitive and
+// remembers its qualifiers for bare values that follow.
+func (p *parser) typed(proto, dir, kind string) (node, error) {
+	p.last = &quals{proto, dir, kind}
+	switch kind {
+	case "host":
+		return p.addr(proto, dir, false)
+	case "net":
+		return p.addr(proto, dir, true)
+	case "port":
+		return p.port(proto, dir, false)
+	}
+	return p.port(proto, dir, true)
 }
 
 func isKeyword(w string) bool {
@@ -534,9 +550,6 @@ func (p *parser) prefix(w string, isNet bool) (netip.Prefix, error) {
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
-
-func (p *parser) host(proto, dir string) (node, error) { return p.addr(proto, dir, false) }
-func (p *parser) net(proto, dir string) (node, error)  { return p.addr(proto, dir, true) }
 
 func (p *parser) addr(proto, dir string, isNet bool) (node, error) {
 	switch proto {
