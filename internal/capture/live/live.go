@@ -11,6 +11,12 @@
 // Kernel counters (packets, drops, freezes) are read with
 // PACKET_STATISTICS and kept cumulative in Stats.
 //
+// On the loopback device each frame is delivered once (the kernel shows a
+// packet socket both the outgoing frame and its looped-back copy; the
+// outgoing one is skipped). VLAN tags that the kernel stripped on receipt
+// are not put back: the frame is seen untagged (the filter's "vlan" tests
+// the stripped tag).
+//
 // Capture needs CAP_NET_RAW; without it Open's error says so.
 package live
 

@@ -89,7 +89,8 @@ const acctSysctl = "/proc/sys/net/netfilter/nf_conntrack_acct"
 // enables net.netfilter.nf_conntrack_acct and nf_conntrack_timestamp there,
 // so that destroy events carry counters and times; connections created
 // before that have neither. Lacking CAP_NET_ADMIN, the error wraps
-// ErrUnavailable.
+// ErrUnavailable. Events come only for what conntrack tracks: in a
+// namespace where no rule uses conntrack (no ct match, no NAT), none.
 func ListenConntrack(opts EventOptions) (*EventListener, error) {
 	warn := opts.Warn
 	if warn == nil {
