@@ -19,7 +19,10 @@ type PacketPoller interface {
 
 // LiveInput says what RunLive reads and where its results go.
 type LiveInput struct {
-	Source  PacketPoller
+	Source PacketPoller
+	// Names are the interfaces' names by capture.Packet.Iface, for
+	// messages; "live:N" when missing.
+	Names   []string
 	Options Options
 	Emit    func(*model.Conn) // each finished connection
 	// Progress, when set, receives in-progress records (End "open") of the
@@ -65,7 +68,7 @@ func RunLive(ctx context.Context, in LiveInput) (Stats, error) {
 		num                int
 	)
 	handle := func(p *capture.Packet) {
-		num++
+		num++ // PacketError.Packet: the frame's number since the start, over all interfaces
 		err := t.Packet(p)
 		if err == nil {
 			return
@@ -79,7 +82,11 @@ func RunLive(ctx context.Context, in LiveInput) (Stats, error) {
 		}
 		if warned < maxWarn {
 			warned++
-			warn(&PacketError{File: fmt.Sprintf("live:%d", p.Iface), Packet: num, Err: err})
+			name := fmt.Sprintf("live:%d", p.Iface)
+			if p.Iface >= 0 && p.Iface < len(in.Names) {
+				name = "live:" + in.Names[p.Iface]
+			}
+			warn(&PacketError{File: name, Packet: num, Err: err})
 		} else {
 			suppressed++
 		}

@@ -3,6 +3,7 @@ package flow
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,7 +145,7 @@ func TestRunLive(t *testing.T) {
 	var warns []error
 	ticks := 0
 	st, err := RunLive(ctx, LiveInput{
-		Source: src, Interval: 100 * time.Millisecond, Now: clock,
+		Source: src, Names: []string{"eth7"}, Interval: 100 * time.Millisecond, Now: clock,
 		Emit:     func(c *model.Conn) { ended = append(ended, c) },
 		Progress: func(c *model.Conn) { open = append(open, c) },
 		Warn:     func(err error) { warns = append(warns, err) },
@@ -163,7 +164,7 @@ func TestRunLive(t *testing.T) {
 	if len(ended) != 2 || ended[0].End != model.EndEOF || ended[0].ConnState != model.ConnS0 || ended[1].ConnState != model.ConnS0 {
 		t.Errorf("ended: %s", summary(ended))
 	}
-	if st.Packets != 3 || st.Errors != 1 || len(warns) != 1 {
+	if st.Packets != 3 || st.Errors != 1 || len(warns) != 1 || !strings.HasPrefix(warns[0].Error(), "live:eth7: packet 3: ") {
 		t.Errorf("stats %v, warnings %v", st, warns)
 	}
 }
