@@ -168,3 +168,35 @@ func TestRunLive(t *testing.T) {
 		t.Errorf("stats %v, warnings %v", st, warns)
 	}
 }
+
+// Progress after a few packets in a large table: cost and allocations
+// follow the flows touched (here 100 of 10,000), not the table.
+func BenchmarkProgress(b *testing.B) {
+	tr := NewTracker(Options{}, nil)
+	var frames [][]byte
+	for i := range 10000 {
+		frames = append(frames, ipv4Frame(pkt{src: fmt.Sprintf("10.1.%d.%d:1000", i/250, i%250+1), dst: "10.0.0.4:53", proto: ipProtoUDP}))
+	}
+	p := capture.Packet{Link: capture.LinkEthernet}
+	send := func(i int, at time.Time) {
+		p.Time, p.Data, p.WireLen = at, frames[i], len(frames[i])
+		if err := tr.Packet(&p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range frames {
+		send(i, t0)
+	}
+	tr.Progress(t0, nil)
+	now := t0
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(time.Millisecond)
+		for i := range 100 {
+			send(i*97%len(frames), now)
+		}
+		if n := tr.Progress(now, nil); n != 100 {
+			b.Fatalf("%d flows reported, want 100", n)
+		}
+	}
+}
