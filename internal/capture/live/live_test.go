@@ -388,12 +388,16 @@ func TestLiveFloodThroughput(t *testing.T) {
 	var ru0, ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	start := time.Now()
+	// TSLIVE_FLOODERS=N runs N hping3 floods at once (default 1).
+	floods, _ := strconv.Atoi(os.Getenv("TSLIVE_FLOODERS"))
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		hping(t, l.a, secs*time.Second, "-S", "-p", "80", "--flood", l.prefix+"3")
-	}()
+	for i := range max(floods, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hping(t, l.a, secs*time.Second, "-S", "-p", strconv.Itoa(80+i), "--flood", l.prefix+"3")
+		}()
+	}
 	var floodDone sync.WaitGroup
 	floodDone.Add(1)
 	go func() { wg.Wait(); floodDone.Done() }()
