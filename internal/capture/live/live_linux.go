@@ -238,12 +238,7 @@ func (s *Source) Poll(ctx context.Context, wait time.Duration, fn func(*capture.
 	if n := s.drain(fn); n > 0 {
 		return n, nil
 	}
-	stop := context.AfterFunc(ctx, func() {
-		var one [8]byte
-		binary.NativeEndian.PutUint64(one[:], 1)
-		_, _ = unix.Write(s.wake, one[:])
-	})
-	defer stop()
+	defer wakeOnDone(ctx, s.wake)()
 	ms := int(wait.Milliseconds())
 	if wait > 0 && ms == 0 {
 		ms = 1
@@ -383,4 +378,22 @@ func (h *handle) close() error {
 		h.fd = -1
 	}
 	return errors.Join(errs...)
+}
+
+// wakeOnDone writes to the eventfd when ctx ends, so that a poll on it
+// returns. The function it returns cancels that, and waits for a write
+// already under way: once it returns, the eventfd may be closed safely.
+func wakeOnDone(ctx context.Context, fd int) (release func()) {
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		_, _ = unix.Write(fd, one[:])
+	})
+	return func() {
+		if !stop() {
+			<-done
+		}
+	}
 }

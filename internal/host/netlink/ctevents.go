@@ -159,12 +159,21 @@ func (l *EventListener) Stats() EventStats {
 // the ones after are good. fn runs on Run's goroutine; Event values are
 // fn's to keep.
 func (l *EventListener) Run(ctx context.Context, fn func(Event)) error {
+	// Wake the poll when ctx ends; on return, wait for a wake-up already
+	// under way, so that Close never closes the eventfd under it.
+	wake := l.wake
+	done := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
 		var one [8]byte
 		binary.NativeEndian.PutUint64(one[:], 1)
-		_, _ = unix.Write(l.wake, one[:])
+		_, _ = unix.Write(wake, one[:])
 	})
-	defer stop()
+	defer func() {
+		if !stop() {
+			<-done
+		}
+	}()
 	fds := []unix.PollFd{{Fd: int32(l.fd), Events: unix.POLLIN}, {Fd: int32(l.wake), Events: unix.POLLIN}}
 	for {
 		if ctx.Err() != nil {
