@@ -239,7 +239,7 @@ func (s *Source) Poll(ctx context.Context, wait time.Duration, fn func(*capture.
 		return n, nil
 	}
 	defer wakeOnDone(ctx, s.wake)()
-	ms := int(wait.Milliseconds())
+	ms := int(max(wait, 0).Milliseconds()) // never -1: that would wait forever
 	if wait > 0 && ms == 0 {
 		ms = 1
 	}
