@@ -283,7 +283,8 @@ const (
 )
 
 // EventConn turns a conntrack event into a connection record: a destroy
-// event into a finished one, a new or update event into an in-progress one
+// event into a finished one (End "closed" for TCP that closed or reset,
+// "timeout" otherwise), a new or update event into an in-progress one
 // (End "open").
 //
 // The record is what conntrack can vouch for, no more: the originator and
@@ -322,7 +323,12 @@ func EventConn(ev Event) *model.Conn {
 		c.Unset |= model.FieldDuration
 	}
 	if ev.Type == EventDestroy {
-		c.End = model.EndClosed
+		// Closed when TCP saw its end (FINs or a reset); anything else
+		// (UDP, an idle TCP connection) ended by conntrack's timeout.
+		c.End = model.EndTimeout
+		if f.Proto == model.ProtoTCP && (f.TCPState == ctTCPTimeWait || f.TCPState == ctTCPClose) {
+			c.End = model.EndClosed
+		}
 		if !f.Start.IsZero() && !f.Stop.IsZero() && f.Stop.After(f.Start) {
 			c.Duration = f.Stop.Sub(f.Start)
 		} else {

@@ -89,6 +89,13 @@ func TestEventConn(t *testing.T) {
 		{"icmp", Flow{Proto: model.ProtoICMP, OrigPackets: 1}, model.ConnOTH},
 	} {
 		got := EventConn(Event{Type: EventDestroy, Flow: c.f})
+		wantEnd := model.EndTimeout
+		if c.f.Proto == model.ProtoTCP && (c.f.TCPState == ctTCPTimeWait || c.f.TCPState == ctTCPClose) {
+			wantEnd = model.EndClosed
+		}
+		if got.End != wantEnd {
+			t.Errorf("%s: end %q, want %q", c.name, got.End, wantEnd)
+		}
 		if c.state == "" {
 			if got.Has(model.FieldConnState) {
 				t.Errorf("%s: conn_state %s, want unset", c.name, got.ConnState)
