@@ -76,25 +76,22 @@ func TestEventConn(t *testing.T) {
 		name  string
 		f     Flow
 		state model.ConnState // "" means unset
+		end   model.EndReason
 	}{
-		{"syn unanswered", tcp(ctTCPSynSent, 0x8), model.ConnS0},
-		{"originator reset before a reply", tcp(ctTCPClose, 0x8), model.ConnRSTOS0},
-		{"rejected", tcp(ctTCPClose, 0x8|ipsSeenReply), model.ConnREJ},
-		{"established expired", tcp(ctTCPEstablished, 0x8|ipsSeenReply|ipsAssured), model.ConnS1},
-		{"closed by FINs", tcp(ctTCPTimeWait, 0x8|ipsSeenReply|ipsAssured), model.ConnSF},
-		{"reset after the handshake: direction unknown", tcp(ctTCPClose, 0x8|ipsSeenReply|ipsAssured), ""},
-		{"half closed: direction unknown", tcp(5, 0x8|ipsSeenReply|ipsAssured), ""},
-		{"udp answered", Flow{Proto: model.ProtoUDP, Status: ipsSeenReply, OrigPackets: 1}, model.ConnSF},
-		{"udp one way", Flow{Proto: model.ProtoUDP, OrigPackets: 1}, model.ConnS0},
-		{"icmp", Flow{Proto: model.ProtoICMP, OrigPackets: 1}, model.ConnOTH},
+		{"syn unanswered", tcp(ctTCPSynSent, 0x8), model.ConnS0, model.EndTimeout},
+		{"originator reset before a reply", tcp(ctTCPClose, 0x8), model.ConnRSTOS0, model.EndClosed},
+		{"rejected", tcp(ctTCPClose, 0x8|ipsSeenReply), model.ConnREJ, model.EndClosed},
+		{"established expired", tcp(ctTCPEstablished, 0x8|ipsSeenReply|ipsAssured), model.ConnS1, model.EndTimeout},
+		{"closed by FINs", tcp(ctTCPTimeWait, 0x8|ipsSeenReply|ipsAssured), model.ConnSF, model.EndClosed},
+		{"reset after the handshake: direction unknown", tcp(ctTCPClose, 0x8|ipsSeenReply|ipsAssured), "", model.EndClosed},
+		{"half closed: direction unknown", tcp(5, 0x8|ipsSeenReply|ipsAssured), "", model.EndTimeout},
+		{"udp answered", Flow{Proto: model.ProtoUDP, Status: ipsSeenReply, OrigPackets: 1}, model.ConnSF, model.EndTimeout},
+		{"udp one way", Flow{Proto: model.ProtoUDP, OrigPackets: 1}, model.ConnS0, model.EndTimeout},
+		{"icmp", Flow{Proto: model.ProtoICMP, OrigPackets: 1}, model.ConnOTH, model.EndTimeout},
 	} {
 		got := EventConn(Event{Type: EventDestroy, Flow: c.f})
-		wantEnd := model.EndTimeout
-		if c.f.Proto == model.ProtoTCP && (c.f.TCPState == ctTCPTimeWait || c.f.TCPState == ctTCPClose) {
-			wantEnd = model.EndClosed
-		}
-		if got.End != wantEnd {
-			t.Errorf("%s: end %q, want %q", c.name, got.End, wantEnd)
+		if got.End != c.end {
+			t.Errorf("%s: end %q, want %q", c.name, got.End, c.end)
 		}
 		if c.state == "" {
 			if got.Has(model.FieldConnState) {
