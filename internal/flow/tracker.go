@@ -125,6 +125,10 @@ type Tracker struct {
 	frags   *decode.Reassembler
 	pkt     decode.Packet
 	key     table.Key
+	// Flows changed since the last Progress call (see progress.go); kept
+	// only once Progress has been called.
+	dirty   []table.ID
+	dirtyOn bool
 }
 
 // NewTracker returns a tracker that calls emit for each finished
@@ -207,7 +211,7 @@ type flow struct {
 
 	hist       [histInline]byte
 	histLen    uint8 // letters in hist
-	histExt    bool  // the history outgrew hist: it is in the flowExt
+	bits       flowBits
 	firstFlags model.TCPFlags
 	synOpts    model.SYNOptions // of the originator's first SYN
 	// svc is the protocol of each side's first payload, a nibble each
@@ -229,6 +233,14 @@ type flow struct {
 
 	origLen, respLen uint64 // UDP/ICMP payload bytes
 }
+
+// flowBits are a flow's yes/no facts, packed to keep flow small.
+type flowBits uint8
+
+const (
+	bitHistExt flowBits = 1 << iota // the history outgrew hist: it is in the flowExt
+	bitDirty                        // listed in Tracker.dirty (progress.go)
+)
 
 // flowExt is the rarely needed part of a flow, allocated when first used.
 type flowExt struct {
@@ -313,7 +325,7 @@ func (t *Tracker) addHistory(fl *flow, isOrig bool, code byte) {
 }
 
 func (t *Tracker) appendHistory(fl *flow, code byte) {
-	if !fl.histExt {
+	if fl.bits&bitHistExt == 0 {
 		if int(fl.histLen) < len(fl.hist) {
 			fl.hist[fl.histLen] = code
 			fl.histLen++
@@ -321,7 +333,7 @@ func (t *Tracker) appendHistory(fl *flow, code byte) {
 		}
 		x := t.needExt(fl)
 		x.hist = append(x.hist[:0], fl.hist[:]...)
-		fl.histExt = true
+		fl.bits |= bitHistExt
 	}
 	x := t.needExt(fl)
 	x.hist = append(x.hist, code)
@@ -329,7 +341,7 @@ func (t *Tracker) appendHistory(fl *flow, code byte) {
 
 // history returns the history string.
 func (t *Tracker) history(fl *flow) string {
-	if fl.histExt {
+	if fl.bits&bitHistExt != 0 {
 		return string(t.exts[fl.ext].hist)
 	}
 	return string(fl.hist[:fl.histLen])
@@ -466,6 +478,7 @@ func (t *Tracker) track(p *decode.Packet, ts int64) {
 	} else {
 		t.flows.Touch(fl.id)
 	}
+	t.markDirty(fl)
 	isOrig := srcIsA == fl.origIsA
 	counted := true
 	switch p.Proto {
@@ -727,6 +740,7 @@ func (t *Tracker) remove(fl *flow, why model.EndReason) {
 		c = t.record(fl, why)
 	}
 	t.releaseExt(fl)
+	fl.bits &^= bitDirty // its ID may be reused; Progress skips it
 	t.flows.Delete(fl.id)
 	t.stats.Emitted++
 	if t.emit != nil {

@@ -201,6 +201,10 @@ const (
 	EndTimeout EndReason = "timeout" // inactivity or connection-attempt timeout
 	EndEvicted EndReason = "evicted" // flow table full: the least recently active flow made room
 	EndEOF     EndReason = "eof"     // still open when the input ended
+	// EndOpen marks an in-progress record of a live source: the
+	// connection is still open, its counters and duration are so far, and
+	// later records with the same uid supersede it.
+	EndOpen EndReason = "open"
 )
 
 // Conn is one connection summary, field for field compatible with Zeek's

@@ -1,6 +1,7 @@
 // Package netlink enumerates a Linux host's sockets (NETLINK_SOCK_DIAG) and
-// conntrack table (NETLINK_NETFILTER) over raw netlink, and runs code inside
-// other network namespaces.
+// conntrack table (NETLINK_NETFILTER) over raw netlink, follows conntrack
+// events (ListenConntrack, EventConn), and runs code inside other network
+// namespaces.
 //
 // It speaks netlink itself, over golang.org/x/sys/unix, rather than through
 // a general netlink library, for three reasons: the parsers take bytes so
