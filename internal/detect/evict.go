@@ -1,8 +1,12 @@
 package detect
 
 import (
+	"hash/maphash"
+	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/tcpsentry/tcpsentry/internal/model"
 )
 
 // evictOldest removes the quarter of *m whose entries were seen longest ago
@@ -45,4 +49,49 @@ func evictOldestFunc[K comparable, V any](m *map[K]V, lastSeen func(V) time.Time
 	}
 	*m = kept
 	return removed
+}
+
+// probation holds the first record of sources not yet worth a table entry.
+// A spoofed flood brings a new source with every packet, each seen once:
+// keeping full state for each would mean allocating, then evicting in
+// batches, for nothing. A source gets full state when it comes back while
+// its first record is still here; the slots are overwritten on collision,
+// so the cost is fixed and nothing is ever evicted.
+type probation struct {
+	slots []probationSlot
+	seed  maphash.Seed
+}
+
+type probationSlot struct {
+	key  netip.Addr
+	used bool
+	conn model.Conn
+}
+
+func newProbation(slots int) *probation {
+	n := 1
+	for n < slots {
+		n <<= 1
+	}
+	return &probation{slots: make([]probationSlot, n), seed: maphash.MakeSeed()}
+}
+
+func (p *probation) slot(key netip.Addr) *probationSlot {
+	return &p.slots[maphash.Comparable(p.seed, key)&uint64(len(p.slots)-1)]
+}
+
+// take returns and forgets key's first record, if it is still here.
+func (p *probation) take(key netip.Addr) (model.Conn, bool) {
+	s := p.slot(key)
+	if !s.used || s.key != key {
+		return model.Conn{}, false
+	}
+	s.used = false
+	return s.conn, true
+}
+
+// put keeps c as key's first record, over whatever shared its slot.
+func (p *probation) put(key netip.Addr, c *model.Conn) {
+	s := p.slot(key)
+	s.key, s.used, s.conn = key, true, *c
 }

@@ -23,6 +23,8 @@ type RapidAttempts struct {
 	cfg     config.RapidAttempts
 	window  int64 // nanoseconds
 	sources map[netip.Addr]*rapidSource
+	// probation holds sources seen once (see probation).
+	probation *probation
 	// peers holds the attempt counts of recent finished source-windows, a
 	// ring, for the peers' percentile.
 	peers     []int
@@ -67,7 +69,7 @@ type rapidSource struct {
 func NewRapidAttempts(cfg *config.Config) *RapidAttempts {
 	c := cfg.Detectors.RapidAttempts
 	return &RapidAttempts{cfg: c, window: int64(c.Window.Duration), sources: map[netip.Addr]*rapidSource{},
-		peers: make([]int, 0, 256)}
+		peers: make([]int, 0, 256), probation: newProbation(c.MaxSources / 2)}
 }
 
 // Name implements Detector.
@@ -95,6 +97,20 @@ func (d *RapidAttempts) ObserveConn(c *model.Conn, emit Emit) {
 		return
 	}
 	src := c.Orig.Addr().Unmap()
+	if d.sources[src] == nil {
+		first, ok := d.probation.take(src)
+		if !ok {
+			// A source's first attempt waits on probation (see probation).
+			d.probation.put(src, c)
+			return
+		}
+		d.observe(src, &first, emit)
+	}
+	d.observe(src, c, emit)
+}
+
+// observe counts attempt c of src.
+func (d *RapidAttempts) observe(src netip.Addr, c *model.Conn, emit Emit) {
 	ts := c.TS.UnixNano()
 	w := ts / d.window
 	s := d.source(src, w)

@@ -100,9 +100,11 @@ func TestRapidAttemptsBounded(t *testing.T) {
 	d := NewRapidAttempts(cfg)
 	e := NewEngine([]Detector{d}, "pcap:test", nil)
 	for i := range 10000 {
-		e.ObserveConn(attempt(time.Duration(i)*time.Millisecond, fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255), "10.0.0.5:80", "S", model.ConnS0))
+		src := fmt.Sprintf("10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255)
+		e.ObserveConn(attempt(time.Duration(i)*time.Millisecond, src, "10.0.0.5:80", "S", model.ConnS0))
+		e.ObserveConn(attempt(time.Duration(i)*time.Millisecond, src, "10.0.0.5:81", "S", model.ConnS0))
 	}
-	if len(d.sources) > 100 || d.Evicted == 0 {
+	if len(d.sources) > 100 || d.Evicted < 9900 {
 		t.Errorf("%d sources kept, %d evicted", len(d.sources), d.Evicted)
 	}
 }

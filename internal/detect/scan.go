@@ -25,6 +25,8 @@ type Scan struct {
 	cfg     config.Scan
 	sources map[netip.Addr]*scanSource
 	dist    map[netip.Addr]*distTarget // by target, for distributed scans
+	// probation holds sources seen once (see probation).
+	probation *probation
 	// Evicted counts sources (and targets) dropped to keep the tables bounded.
 	Evicted int
 	// trw thresholds in log space.
@@ -34,7 +36,8 @@ type Scan struct {
 // NewScan builds the detector from its thresholds.
 func NewScan(cfg *config.Config) *Scan {
 	c := cfg.Detectors.Scan
-	d := &Scan{cfg: c, sources: map[netip.Addr]*scanSource{}, dist: map[netip.Addr]*distTarget{}}
+	d := &Scan{cfg: c, sources: map[netip.Addr]*scanSource{}, dist: map[netip.Addr]*distTarget{},
+		probation: newProbation(c.MaxSources / 2)}
 	// Λ crosses η1 = β/α for "scanner"; failures multiply Λ by
 	// (1-θ1)/(1-θ0), successes by θ1/θ0 (Jung et al., section 4).
 	d.upper = math.Log(c.TRWBeta / c.TRWAlpha)
@@ -171,6 +174,23 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 	if probe == "" {
 		return
 	}
+	src := c.Orig.Addr().Unmap()
+	if d.sources[src] == nil {
+		first, ok := d.probation.take(src)
+		if !ok {
+			// A source's first probe waits on probation (see probation).
+			d.probation.put(src, c)
+			d.observeDistributed(c, probe, outcomeOf(c), emit)
+			return
+		}
+		d.observe(&first, probeType(&first), false, emit)
+	}
+	d.observe(c, probe, true, emit)
+}
+
+// observe adds probe c to its source's state; dist says whether it is
+// new to the distributed-scan tally too.
+func (d *Scan) observe(c *model.Conn, probe string, dist bool, emit Emit) {
 	src, dst, port := c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap(), c.Resp.Port()
 	s := d.source(src, c.TS, emit)
 	if c.TS.Sub(s.last) > d.cfg.Window.Duration {
@@ -240,7 +260,9 @@ func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
 		}
 	}
 
-	d.observeDistributed(c, probe, out, emit)
+	if dist {
+		d.observeDistributed(c, probe, out, emit)
+	}
 	if ps.blockHosts >= d.cfg.BlockHosts {
 		d.report(s, src, scanKey{kind: "block", probe: probe, since: ps.start}, c, emit)
 	}

@@ -169,12 +169,23 @@ func TestScanStateBounded(t *testing.T) {
 	cfg.Detectors.Scan.MaxSources = 10
 	d := NewScan(cfg)
 	e := NewEngine([]Detector{d}, "pcap:test", nil)
+	// Sources seen once stay on probation: no state, nothing to evict.
 	for i := 0; i < 1000; i++ {
 		src := fmt.Sprintf("198.18.%d.%d:1234", i/250, i%250+1)
 		e.ObserveConn(probeConn(time.Duration(i)*time.Millisecond, src, "10.0.0.5:80", model.ProtoTCP, model.FlagSYN, "S", model.ConnS0))
 	}
-	if len(d.sources) > 10 || d.Evicted != 990 {
-		t.Errorf("sources %d, evicted %d; want at most 10 and 990", len(d.sources), d.Evicted)
+	if len(d.sources) != 0 || d.Evicted != 0 {
+		t.Errorf("one probe each: sources %d, evicted %d; want none", len(d.sources), d.Evicted)
+	}
+	// Sources that come back get state, bounded by evicting the oldest.
+	for i := 0; i < 1000; i++ {
+		src := fmt.Sprintf("198.19.%d.%d:1234", i/250, i%250+1)
+		for _, port := range []string{"80", "81"} {
+			e.ObserveConn(probeConn(time.Duration(i)*time.Millisecond, src, "10.0.0.5:"+port, model.ProtoTCP, model.FlagSYN, "S", model.ConnS0))
+		}
+	}
+	if len(d.sources) > 10 || d.Evicted != 1000-len(d.sources) {
+		t.Errorf("sources %d, evicted %d; want at most 10, the rest evicted", len(d.sources), d.Evicted)
 	}
 }
 
