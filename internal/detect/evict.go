@@ -95,3 +95,28 @@ func (p *probation) put(key netip.Addr, c *model.Conn) {
 	s := p.slot(key)
 	s.key, s.used, s.conn = key, true, *c
 }
+
+// uidSet is a fixed-size set of connection uids: a collision overwrites,
+// so it may forget, never grow.
+type uidSet struct {
+	slots []string
+	seed  maphash.Seed
+}
+
+func newUIDSet(n int) *uidSet { return &uidSet{slots: make([]string, n), seed: maphash.MakeSeed()} }
+
+func (u *uidSet) slot(uid string) *string {
+	return &u.slots[maphash.String(u.seed, uid)%uint64(len(u.slots))]
+}
+
+func (u *uidSet) put(uid string) { *u.slot(uid) = uid }
+
+// take reports whether uid is in the set, removing it.
+func (u *uidSet) take(uid string) bool {
+	s := u.slot(uid)
+	if uid == "" || *s != uid {
+		return false
+	}
+	*s = ""
+	return true
+}

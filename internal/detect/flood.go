@@ -67,8 +67,8 @@ func halfOpen(c *model.Conn) bool {
 
 // ObserveConn implements ConnDetector.
 func (d *Flood) ObserveConn(c *model.Conn, emit Emit) {
-	if !halfOpen(c) {
-		return
+	if c.End == model.EndOpen || !halfOpen(c) {
+		return // in-progress records: an attempt is half-open only once it ended so
 	}
 	key := netip.AddrPortFrom(c.Resp.Addr().Unmap(), c.Resp.Port())
 	t := d.targets[key]

@@ -93,8 +93,8 @@ func isAttempt(c *model.Conn) bool {
 
 // ObserveConn implements ConnDetector.
 func (d *RapidAttempts) ObserveConn(c *model.Conn, emit Emit) {
-	if !isAttempt(c) || d.window <= 0 {
-		return
+	if c.End == model.EndOpen || !isAttempt(c) || d.window <= 0 {
+		return // in-progress records: attempts are counted from final records
 	}
 	src := c.Orig.Addr().Unmap()
 	if d.sources[src] == nil {

@@ -170,6 +170,9 @@ func outcomeOf(c *model.Conn) outcome {
 
 // ObserveConn implements ConnDetector.
 func (d *Scan) ObserveConn(c *model.Conn, emit Emit) {
+	if c.End == model.EndOpen {
+		return // in-progress: probes are counted once, from their final records
+	}
 	probe := probeType(c)
 	if probe == "" {
 		return

@@ -20,6 +20,17 @@ type SuspiciousPort struct {
 	// belongs to (the first listed wins when two share a port).
 	protocols map[string]config.ProtocolPorts
 	portOwner map[uint16]string
+	// alerted holds the uids of open connections already alerted on.
+	alerted *uidSet
+}
+
+// remember wraps emit so that an alert on an open connection records its
+// uid, and its later records are not alerted again.
+func (d *SuspiciousPort) remember(uid string, emit Emit) Emit {
+	return func(a alert.Alert) {
+		d.alerted.put(uid)
+		emit(a)
+	}
 }
 
 type portKey struct {
@@ -36,7 +47,7 @@ func protoOf(p config.Proto) model.Proto {
 
 // NewSuspiciousPort builds the detector from the config's port lists.
 func NewSuspiciousPort(cfg *config.Config) *SuspiciousPort {
-	d := &SuspiciousPort{ports: map[portKey]config.SuspiciousPort{}, services: cfg.Ports.Services}
+	d := &SuspiciousPort{ports: map[portKey]config.SuspiciousPort{}, services: cfg.Ports.Services, alerted: newUIDSet(1 << 12)}
 	for _, p := range cfg.Ports.Suspicious {
 		d.ports[portKey{protoOf(p.Proto), uint16(p.Port)}] = p
 	}
@@ -124,7 +135,18 @@ func (d *SuspiciousPort) ObserveConn(c *model.Conn, emit Emit) {
 	if c.Proto != model.ProtoTCP && c.Proto != model.ProtoUDP {
 		return
 	}
+	// A live source reports a connection while open and again when it
+	// ends: alert on the first answered record only.
+	if c.Update && d.alerted.take(c.UID) {
+		return
+	}
+	if c.End == model.EndOpen && !answered(c) {
+		return
+	}
 	p, suspicious := d.ports[portKey{c.Proto, c.Resp.Port()}]
+	if c.End == model.EndOpen {
+		emit = d.remember(c.UID, emit)
+	}
 	if d.checkProtocol(c, p, suspicious, emit) || !suspicious || !answered(c) {
 		return
 	}

@@ -46,6 +46,7 @@ func (t *Tracker) Progress(now time.Time, fn func(*model.Conn)) int {
 		if fn != nil {
 			fn(t.record(fl, model.EndOpen))
 		}
+		fl.bits |= bitReported
 		n++
 	}
 	clear(t.dirty)

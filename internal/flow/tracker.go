@@ -238,8 +238,9 @@ type flow struct {
 type flowBits uint8
 
 const (
-	bitHistExt flowBits = 1 << iota // the history outgrew hist: it is in the flowExt
-	bitDirty                        // listed in Tracker.dirty (progress.go)
+	bitHistExt  flowBits = 1 << iota // the history outgrew hist: it is in the flowExt
+	bitDirty                         // listed in Tracker.dirty (progress.go)
+	bitReported                      // given in an in-progress record: later records are updates
 )
 
 // flowExt is the rarely needed part of a flow, allocated when first used.
@@ -766,6 +767,7 @@ func (t *Tracker) record(fl *flow, why model.EndReason) *model.Conn {
 		RespPkts:    fl.respPkts,
 		RespIPBytes: fl.respIPBytes,
 		End:         why,
+		Update:      fl.bits&bitReported != 0,
 		Unset:       model.FieldLocalOrig | model.FieldLocalResp,
 	}
 	if x := t.extOf(fl); x != nil {

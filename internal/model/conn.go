@@ -258,6 +258,10 @@ type Conn struct {
 
 	// End says why the record was emitted; "" for records read from logs.
 	End EndReason
+	// Update marks a record of a connection already given in an earlier
+	// in-progress record (same UID): detectors that count connections
+	// count the first record only, and take outcomes from the last.
+	Update bool
 
 	// Unset lists the Zeek fields that were unset ("-"); their values
 	// above are zero then, meaning "unknown", not "zero".
