@@ -67,7 +67,7 @@ wrong, why, and how sure it is.`,
 			stopProfile()
 		}
 	}
-	root.AddCommand(newConnsCmd(), newCheckCmd(), newAnalyzeCmd(), newEvalCmd(), newFlowsCmd(), newConfigCmd(), newBaselineCmd())
+	root.AddCommand(newConnsCmd(), newCheckCmd(), newAnalyzeCmd(), newEvalCmd(), newFlowsCmd(), newConfigCmd(), newBaselineCmd(), newWatchCmd())
 	return root
 }
 
