@@ -3,11 +3,13 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/tcpsentry/tcpsentry/internal/alert"
 	"github.com/tcpsentry/tcpsentry/internal/metrics"
 	"github.com/tcpsentry/tcpsentry/internal/store"
 )
@@ -40,6 +42,9 @@ type Dispatcher struct {
 	sinks []Sink
 	opts  DispatchOptions
 	wake  []chan struct{}
+	// busy holds a token per sink while a Send runs, so that a sink that
+	// ignores its context (a blocked stdout) is not stacked up with more.
+	busy []chan struct{}
 }
 
 // NewDispatcher returns a dispatcher over sinks; it sends nothing until Run
@@ -63,6 +68,7 @@ func NewDispatcher(out Outbox, sinks []Sink, opts DispatchOptions) *Dispatcher {
 	d := &Dispatcher{out: out, sinks: sinks, opts: opts}
 	for range sinks {
 		d.wake = append(d.wake, make(chan struct{}, 1))
+		d.busy = append(d.busy, make(chan struct{}, 1))
 	}
 	return d
 }
@@ -91,15 +97,15 @@ func (d *Dispatcher) Wake() {
 func (d *Dispatcher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for i, s := range d.sinks {
-		wg.Go(func() { d.loop(ctx, s, d.wake[i]) })
+		wg.Go(func() { d.loop(ctx, i, s) })
 	}
 	wg.Wait()
 }
 
-func (d *Dispatcher) loop(ctx context.Context, s Sink, wake <-chan struct{}) {
+func (d *Dispatcher) loop(ctx context.Context, i int, s Sink) {
 	var backoff time.Duration
 	for {
-		err := d.drain(ctx, s)
+		err := d.drain(ctx, i)
 		if ctx.Err() != nil {
 			return
 		}
@@ -126,7 +132,7 @@ func (d *Dispatcher) loop(ctx context.Context, s Sink, wake <-chan struct{}) {
 			select {
 			case <-ctx.Done():
 			case <-t.C:
-			case <-wake:
+			case <-d.wake[i]:
 			}
 		}
 		t.Stop()
@@ -143,9 +149,9 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	for _, s := range d.sinks {
+	for i := range d.sinks {
 		wg.Go(func() {
-			if err := d.drain(ctx, s); err != nil {
+			if err := d.drain(ctx, i); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
@@ -159,8 +165,9 @@ func (d *Dispatcher) Drain(ctx context.Context) error {
 // drainBatch bounds the rows read at once.
 const drainBatch = 64
 
-// drain delivers s's rows oldest first until none is left or one fails.
-func (d *Dispatcher) drain(ctx context.Context, s Sink) error {
+// drain delivers sink i's rows oldest first until none is left or one fails.
+func (d *Dispatcher) drain(ctx context.Context, i int) error {
+	s := d.sinks[i]
 	defer d.updateDepth(s.Name())
 	for {
 		items, err := d.out.Pending(ctx, s.Name(), drainBatch)
@@ -179,9 +186,7 @@ func (d *Dispatcher) drain(ctx context.Context, s Sink) error {
 				}
 				continue
 			}
-			sctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
-			err := s.Send(sctx, it.Alert)
-			cancel()
+			err := d.send(ctx, i, it.Alert)
 			if err != nil {
 				if m := d.opts.Metrics; m != nil {
 					m.SinkFailures.WithLabelValues(s.Name()).Inc()
@@ -203,6 +208,38 @@ func (d *Dispatcher) drain(ctx context.Context, s Sink) error {
 				return err
 			}
 		}
+	}
+}
+
+// send runs one Send under the per-sink timeout. Sinks honour their
+// context, but one that does not (a write to a stdout nobody reads) must
+// not stall shutdown or reload: send returns at the timeout and leaves at
+// most one such Send behind per sink.
+func (d *Dispatcher) send(ctx context.Context, i int, a alert.Alert) error {
+	s := d.sinks[i]
+	select {
+	case d.busy[i] <- struct{}{}:
+	default:
+		return fmt.Errorf("sink %s: a previous send is still blocked", s.Name())
+	}
+	sctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() {
+		defer func() { <-d.busy[i] }()
+		res <- s.Send(sctx, a)
+	}()
+	select {
+	case err := <-res:
+		return err
+	case <-sctx.Done():
+		// Give a sink that does honour the context its own error.
+		select {
+		case err := <-res:
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+		return fmt.Errorf("sink %s: alert %s: %w (send still blocked)", s.Name(), a.ID, sctx.Err())
 	}
 }
 

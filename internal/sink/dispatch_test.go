@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -268,5 +270,50 @@ func BenchmarkDispatchJSONL(b *testing.B) {
 		if err := d.Drain(context.Background()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDispatchBlockedStdout writes the table to a full pipe nobody reads:
+// the write never returns, yet Drain ends at the sink timeout, the JSONL
+// sink still gets everything, and the alert stays queued for stdout.
+func TestDispatchBlockedStdout(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	// Fill the pipe's kernel buffer.
+	_ = w.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	for {
+		if _, err := w.Write(make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	_ = w.SetWriteDeadline(time.Time{})
+
+	st := openStore(t, filepath.Join(t.TempDir(), "s.db"))
+	defer st.Close()
+	file := filepath.Join(t.TempDir(), "out.jsonl")
+	j, err := NewJSONL(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	opts := fastOpts(nil)
+	opts.Timeout = 100 * time.Millisecond
+	d := NewDispatcher(st, []Sink{NewTable(w, TableOptions{}), j}, opts)
+	commitAlerts(t, st, 3, d.Names())
+	for range 2 { // the second pass finds the first Send still stuck
+		err = d.Drain(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "blocked") {
+			t.Fatalf("Drain with a blocked stdout: %v, want a blocked-send error", err)
+		}
+	}
+	if got := len(readLines(t, file)); got != 3 {
+		t.Errorf("jsonl got %d, want 3", got)
+	}
+	if n := depth(t, st, "stdout"); n != 3 {
+		t.Errorf("stdout outbox depth %d, want 3 kept", n)
 	}
 }
