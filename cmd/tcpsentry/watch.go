@@ -143,6 +143,7 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	defer w.stopSinks()
 	w.log.Info("watch started", "store", path, "sinks", strings.Join(w.disp.Names(), ","),
 		"interval", w.cycleInterval(), "source", w.source)
+	w.checkOutbox(ctx)
 
 	if once {
 		found, err := w.cycle(ctx)
@@ -231,6 +232,30 @@ func (w *watcher) loadDeps(ctx context.Context) {
 		w.log.Warn(s)
 	}
 	w.deps = deps
+}
+
+// checkOutbox warns about alerts that no configured sink will deliver:
+// rows of a sink that was turned off wait until it is turned on again.
+func (w *watcher) checkOutbox(ctx context.Context) {
+	if len(w.sinks) == 0 {
+		w.log.Warn("no sink is enabled: findings are recorded in the store but sent nowhere")
+	}
+	depth, err := w.st.OutboxDepth(ctx)
+	if err != nil {
+		w.log.Error("reading the outbox", "err", err)
+		return
+	}
+	configured := map[string]bool{}
+	for _, n := range w.disp.Names() {
+		configured[n] = true
+	}
+	for sk, n := range depth {
+		if configured[sk] {
+			w.log.Info("delivering alerts queued before this start", "sink", sk, "pending", n)
+		} else {
+			w.log.Warn("alerts queued for a sink that is not enabled; kept until it is", "sink", sk, "pending", n)
+		}
+	}
 }
 
 // buildSinks opens the enabled sinks of cfg.
@@ -341,16 +366,17 @@ func (w *watcher) reload(ctx context.Context) {
 		var sinks []sink.Sink
 		sinks, err = buildSinks(cfg, w.stdout)
 		if err == nil {
+			if cfg.Watch.MetricsListen != w.cfg.Watch.MetricsListen || cfg.Watch.Store != w.cfg.Watch.Store || cfg.Store.Path != w.cfg.Store.Path {
+				w.log.Warn("a changed watch.metrics_listen, watch.store or store.path takes effect at the next start")
+			}
 			w.stopSinks()
 			w.cfg = cfg
 			w.loadDeps(ctx)
 			w.trafficDs = detect.TrafficDetectors(cfg, w.deps)
 			w.traffic = detect.NewEngine(w.trafficDs, w.source, w.log)
 			w.startSinks(sinks)
-			if cfg.Watch.MetricsListen != "" {
-				w.log.Info("config reloaded; a changed metrics_listen or store takes a restart", "sinks", strings.Join(w.disp.Names(), ","))
-			}
-			w.disp.Wake()
+			w.log.Info("config reloaded", "config", w.configPath, "sinks", strings.Join(w.disp.Names(), ","))
+			w.checkOutbox(ctx)
 			return
 		}
 	}

@@ -60,10 +60,13 @@ func (j *JSONL) Send(_ context.Context, a alert.Alert) error {
 			return err
 		}
 	}
-	before, serr := j.f.Seek(0, 1)
+	// The size, not our offset: with O_APPEND every write lands at the
+	// end, wherever a truncating logrotate left it.
+	fi, serr := j.f.Stat()
 	n, err := j.f.Write(b)
 	if err != nil {
-		if n > 0 && serr == nil {
+		if n > 0 && serr == nil && fi.Mode().IsRegular() {
+			before := fi.Size()
 			// Leave no torn line for a JSON lines reader to trip over.
 			_ = j.f.Truncate(before)
 		}

@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/tcpsentry/tcpsentry/internal/alert"
+	"github.com/tcpsentry/tcpsentry/internal/testenv"
 )
 
 func readLines(t *testing.T, path string) []alert.Alert {
@@ -91,5 +94,44 @@ func TestJSONLFullDisk(t *testing.T) {
 		if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "/dev/full") {
 			t.Fatalf("Send to a full disk: %v, want ENOSPC naming the file", err)
 		}
+	}
+}
+
+// TestJSONLPartialWriteIsCutOff fills a one-page tmpfs so that only part of
+// the next line fits: the partial line must be removed again, so the file
+// stays valid JSON lines, and the error names the file.
+func TestJSONLPartialWriteIsCutOff(t *testing.T) {
+	testenv.NeedRoot(t)
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4k", "tcpsentry-sinks-test", mnt).CombinedOutput(); err != nil {
+		testenv.Need(t, false, fmt.Sprintf("mount tmpfs: %v %s", err, out))
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", mnt).Run() })
+	path := filepath.Join(mnt, "alerts.jsonl")
+	j, err := NewJSONL(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var sent int
+	for i := 0; i < 100; i++ {
+		if err = j.Send(context.Background(), testAlert("a"+itoa(i))); err != nil {
+			break
+		}
+		sent++
+	}
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("after %d alerts: %v, want ENOSPC naming %s", sent, err, path)
+	}
+	fi, _ := os.Stat(path)
+	if got := len(readLines(t, path)); got != sent {
+		t.Errorf("%d complete lines, want %d", got, sent)
+	}
+	b, _ := os.ReadFile(path)
+	if len(b) == 0 || b[len(b)-1] != '\n' || int64(len(b)) != fi.Size() {
+		t.Errorf("file ends in a torn line (%d bytes, last %q)", len(b), b[max(0, len(b)-20):])
+	}
+	if fi.Size() >= 4096 {
+		t.Logf("note: the first %d bytes filled the page exactly", fi.Size())
 	}
 }
