@@ -360,6 +360,9 @@ func TestWatchE2E(t *testing.T) {
 		id2, ok = sl.find(onPort(p2))
 		return ok
 	})
+	if want := fmt.Sprintf(`msg="new listener" proto=tcp local=127.0.0.1:%d`, p2); !strings.Contains(d.stderr.String(), want) {
+		t.Errorf("log lacks %s", want)
+	}
 	waitFor(t, 20*time.Second, "a refused webhook delivery", func() bool { return hook.failedFor(id2) > 0 })
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

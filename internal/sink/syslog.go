@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,6 +136,16 @@ func printASCII(s string, max int) string {
 	return string(b)
 }
 
+// sdEscaper writes the RFC 5424 §6.3.3 escapes. go-syslog's SetParameter
+// takes a value in this escaped form and drops one that is not (or is not
+// valid UTF-8) silently, leaving an empty parameter.
+var sdEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, `]`, `\]`)
+
+// sdValue prepares a PARAM-VALUE for the builder.
+func sdValue(v string) string {
+	return sdEscaper.Replace(strings.ToValidUTF8(v, "\uFFFD"))
+}
+
 // Name implements Sink.
 func (s *Syslog) Name() string { return "syslog" }
 
@@ -151,9 +162,9 @@ func (s *Syslog) Format(a alert.Alert, now time.Time) ([]byte, error) {
 	m.SetAppname("tcpsentry")
 	m.SetProcID(s.pid)
 	m.SetMsgID(printASCII(a.Detector, 32))
-	m.SetParameter(SyslogSDID, "detector", a.Detector)
+	m.SetParameter(SyslogSDID, "detector", sdValue(a.Detector))
 	m.SetParameter(SyslogSDID, "severity", a.Severity.String())
-	m.SetParameter(SyslogSDID, "id", a.ID)
+	m.SetParameter(SyslogSDID, "id", sdValue(a.ID))
 	if a.Src.IsValid() {
 		m.SetParameter(SyslogSDID, "src", a.Src.String())
 	}
@@ -164,7 +175,7 @@ func (s *Syslog) Format(a alert.Alert, now time.Time) ([]byte, error) {
 		m.SetParameter(SyslogSDID, "dst_port", strconv.Itoa(int(a.DstPort)))
 	}
 	if s.opts.Title {
-		m.SetMessage(a.Title)
+		m.SetMessage(strings.ToValidUTF8(a.Title, "\uFFFD"))
 	} else {
 		b, err := body(a)
 		if err != nil {

@@ -1,10 +1,14 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"flag"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -221,8 +225,17 @@ func FuzzSyslogFormat(f *testing.F) {
 			if got := (*sm.StructuredData)[SyslogSDID]["id"]; got != a.ID {
 				t.Errorf("SD id %q, want %q", got, a.ID)
 			}
-			if got := (*sm.StructuredData)[SyslogSDID]["detector"]; got != a.Detector && strings.ToValidUTF8(a.Detector, "") == a.Detector {
-				t.Errorf("SD detector %q, want %q", got, a.Detector)
+			if got, want := (*sm.StructuredData)[SyslogSDID]["detector"], strings.ToValidUTF8(a.Detector, "\uFFFD"); got != want {
+				t.Errorf("SD detector %q, want %q", got, want)
+			}
+			if titleMsg {
+				got := ""
+				if sm.Message != nil {
+					got = *sm.Message
+				}
+				if want := strings.ToValidUTF8(a.Title, "\uFFFD"); got != want {
+					t.Errorf("MSG %q, want the title %q", got, want)
+				}
 			}
 		}
 	})
@@ -240,5 +253,42 @@ func BenchmarkSyslogFormat(b *testing.B) {
 		if _, err := s.Format(a, now); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestSyslogFormatGolden pins the exact bytes of a message: header, SD
+// escaping of `"`, `\` and `]`, and MSG in both formats.
+func TestSyslogFormatGolden(t *testing.T) {
+	var got bytes.Buffer
+	for _, title := range []bool{false, true} {
+		s, err := NewSyslog(SyslogOptions{Network: "tcp", Address: "127.0.0.1:601", Facility: 4, Title: title, Hostname: "sensor 1\x00.example"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.pid = "4242"
+		a := testAlert("0123456789abcdef")
+		a.Detector = `odd"det]\x`
+		msg, err := s.Format(a, time.Date(2026, 11, 23, 2, 0, 1, 123456789, time.UTC))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parseStrict(t, msg)
+		got.Write(msg)
+		got.WriteByte('\n')
+	}
+	golden := filepath.Join("testdata", "syslog.golden")
+	if *update {
+		if err := os.WriteFile(golden, got.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("syslog messages differ from %s (go test -update):\n got %s\nwant %s", golden, got.Bytes(), want)
 	}
 }
