@@ -226,8 +226,9 @@ func (d *Dispatcher) send(ctx context.Context, i int, a alert.Alert) error {
 	defer cancel()
 	res := make(chan error, 1)
 	go func() {
-		defer func() { <-d.busy[i] }()
-		res <- s.Send(sctx, a)
+		err := s.Send(sctx, a)
+		<-d.busy[i] // free before answering, so the next send finds it free
+		res <- err
 	}()
 	select {
 	case err := <-res:
