@@ -158,6 +158,11 @@ func (s *Store) reconcileTx(ctx context.Context, tx *sql.Tx, source string, now 
 			return out, fmt.Errorf("store %s: %w", s.path, err)
 		}
 	}
+	if len(ran) == 0 {
+		// Nothing can be cleared (watch's traffic alerts): skip the scan
+		// of every active finding.
+		return out, nil
+	}
 	ranSet := map[string]bool{}
 	for _, d := range ran {
 		ranSet[d] = true
