@@ -114,6 +114,7 @@ type watcher struct {
 	warned    map[string]bool  // snapshot warnings already logged
 	trafficDs []detect.Detector
 	traffic   *detect.Engine
+	evicted   map[string]int // eviction counts already in the metrics, by detector
 }
 
 func (w *watcher) run(ctx context.Context, once bool) error {
@@ -374,6 +375,7 @@ func (w *watcher) reload(ctx context.Context) {
 			w.loadDeps(ctx)
 			w.trafficDs = detect.TrafficDetectors(cfg, w.deps)
 			w.traffic = detect.NewEngine(w.trafficDs, w.source, w.log)
+			w.evicted = nil
 			w.startSinks(sinks)
 			w.log.Info("config reloaded", "config", w.configPath, "sinks", strings.Join(w.disp.Names(), ","))
 			w.checkOutbox(ctx)
@@ -495,6 +497,7 @@ func (w *watcher) flushTraffic(ctx context.Context, now time.Time) {
 		return
 	}
 	w.traffic.Flush(now)
+	w.countEvictions()
 	alerts := w.atLeastMin(w.traffic.Alerts())
 	if len(alerts) == 0 {
 		return
@@ -502,6 +505,29 @@ func (w *watcher) flushTraffic(ctx context.Context, now time.Time) {
 	w.traffic = detect.NewEngine(w.trafficDs, w.source, w.log)
 	if err := w.commit(ctx, now, nil, alerts); err != nil {
 		w.log.Error("committing traffic alerts", "err", err)
+	}
+}
+
+// countEvictions moves the traffic detectors' eviction counts (state
+// dropped to stay bounded under a flood of sources) into the metrics.
+func (w *watcher) countEvictions() {
+	for _, d := range w.trafficDs {
+		var n int
+		switch d := d.(type) {
+		case *detect.Scan:
+			n = d.Evicted
+		case *detect.Flood:
+			n = d.Evicted
+		default:
+			continue
+		}
+		if w.evicted == nil {
+			w.evicted = map[string]int{}
+		}
+		if delta := n - w.evicted[d.Name()]; delta > 0 {
+			w.metrics.Evictions.WithLabelValues(d.Name()).Add(float64(delta))
+		}
+		w.evicted[d.Name()] = n
 	}
 }
 
