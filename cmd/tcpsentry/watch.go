@@ -118,6 +118,13 @@ type watcher struct {
 }
 
 func (w *watcher) run(ctx context.Context, once bool) error {
+	// Catch SIGHUP before anything else: its default action would end the
+	// daemon if logrotate sent it during start-up.
+	hup := make(chan os.Signal, 1)
+	if !once {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	cfg, err := config.Load(w.configPath)
 	if err != nil {
 		return err
@@ -163,10 +170,6 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 		return err
 	}
 	defer stopMetrics()
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	conns := make(chan *model.Conn, 4096)
 	srcCtx, srcStop := context.WithCancel(ctx)
