@@ -124,6 +124,9 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	if !once {
 		signal.Notify(hup, syscall.SIGHUP)
 		defer signal.Stop(hup)
+		// A closed stdout (the reader of a pipe went away) must be a
+		// failed delivery of the stdout sink, not the end of the daemon.
+		signal.Ignore(syscall.SIGPIPE)
 	}
 	cfg, err := config.Load(w.configPath)
 	if err != nil {

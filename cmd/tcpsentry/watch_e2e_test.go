@@ -502,6 +502,9 @@ func TestWatchJSONLFullDisk(t *testing.T) {
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 10*time.Second, "the reload in the log", func() bool {
+		return strings.Contains(d.stderr.String(), `msg="config reloaded"`)
+	})
 	waitFor(t, 20*time.Second, "the alert in the JSONL file after space was freed", func() bool {
 		b, _ := os.ReadFile(jsonl)
 		return bytes.Contains(b, []byte(fmt.Sprintf(`"dst_port":%d`, p)))
@@ -511,5 +514,50 @@ func TestWatchJSONLFullDisk(t *testing.T) {
 		if !json.Valid([]byte(line)) {
 			t.Errorf("%s:%d is not JSON (torn write?): %q", jsonl, i+1, line)
 		}
+	}
+}
+
+// TestWatchStdoutClosed runs watch with stdout on a pipe whose reader is
+// gone: the stdout sink fails (EPIPE, logged), the daemon keeps running
+// and the webhook still gets the alert.
+func TestWatchStdoutClosed(t *testing.T) {
+	dir := t.TempDir()
+	hook := &hookReceiver{t: t, secret: []byte("k"), byID: map[string][]jsonAlert{}, failed: map[string]int{}}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	sl := newSyslogReceiver(t)
+	_, p := listenLoopback(t)
+	cfgPath := filepath.Join(dir, "watch.yaml")
+	e2eConfig(t, cfgPath, filepath.Join(dir, "s.db"), srv.URL, "k", sl.addr, "", p)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	d := &daemon{stderr: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = exec.Command(binPath, "watch", "--config", cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = w, d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	go func() { d.err = d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		if t.Failed() {
+			t.Logf("watch stderr:\n%s", d.stderr.String())
+		}
+	})
+	waitFor(t, 30*time.Second, "the webhook delivery", func() bool {
+		_, n := hook.find(onPort(p))
+		return n > 0
+	})
+	waitFor(t, 10*time.Second, "the stdout failure in the log", func() bool {
+		s := d.stderr.String()
+		return strings.Contains(s, "sink=stdout") && strings.Contains(s, "broken pipe")
+	})
+	if !d.running() {
+		t.Fatalf("watch died with stdout closed: %v", d.err)
 	}
 }
