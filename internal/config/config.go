@@ -33,6 +33,8 @@ type Config struct {
 	Allowlist Allowlist `yaml:"allowlist"`
 	Intel     Intel     `yaml:"intel"`
 	Store     Store     `yaml:"store"`
+	Sinks     Sinks     `yaml:"sinks"`
+	Watch     Watch     `yaml:"watch"`
 }
 
 // Networks says which addresses are "ours".
@@ -181,9 +183,11 @@ func decode(data []byte, name string, cfg *Config) error {
 	walk(reflect.ValueOf(cfg).Elem(), "$", func(path string, err error) {
 		errs = append(errs, fmt.Errorf("%s:%s: %s: %w", name, lineOf(data, path), keyOf(path), err))
 	})
-	cfg.semantic(func(path string, err error) {
+	semanticErr := func(path string, err error) {
 		errs = append(errs, fmt.Errorf("%s:%s: %s: %w", name, lineOf(data, path), keyOf(path), err))
-	})
+	}
+	cfg.semantic(semanticErr)
+	cfg.semanticSinks(semanticErr)
 	return errors.Join(errs...)
 }
 

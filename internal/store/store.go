@@ -1,6 +1,7 @@
 // Package store is tcpsentry's embedded SQLite database (pure Go, WAL): what
 // `check` already reported, so cron runs do not re-send unchanged findings,
-// and learned baselines. Users can open it with sqlite3.
+// learned baselines, and watch's outbox of alerts not yet delivered. Users
+// can open it with sqlite3.
 package store
 
 import (
@@ -68,7 +69,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is what SQLite allows; a single connection avoids
 	// SQLITE_BUSY between our own goroutines.
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
+	if _, err := db.ExecContext(ctx, schema+outboxSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
@@ -100,12 +101,25 @@ type Cleared struct {
 // report. Findings of detectors not in ran are left alone (a detector that
 // was disabled has not cleared anything). renotify 0 never re-sends.
 func (s *Store) Reconcile(ctx context.Context, source string, now time.Time, ran []string, alerts []alert.Alert, renotify time.Duration) (Outcome, error) {
-	var out Outcome
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return out, fmt.Errorf("store %s: %w", s.path, err)
+		return Outcome{}, fmt.Errorf("store %s: %w", s.path, err)
 	}
 	defer tx.Rollback()
+	out, err := s.reconcileTx(ctx, tx, source, now, ran, alerts, renotify)
+	if err != nil {
+		return out, err
+	}
+	if err := tx.Commit(); err != nil {
+		return out, fmt.Errorf("store %s: %w", s.path, err)
+	}
+	return out, nil
+}
+
+// reconcileTx is Reconcile inside the caller's transaction, so that the
+// outbox can be filled in the same commit.
+func (s *Store) reconcileTx(ctx context.Context, tx *sql.Tx, source string, now time.Time, ran []string, alerts []alert.Alert, renotify time.Duration) (Outcome, error) {
+	var out Outcome
 	seen := make(map[string]bool, len(alerts))
 	ts := now.UTC().Format(time.RFC3339Nano)
 	for _, a := range alerts {
@@ -144,6 +158,11 @@ func (s *Store) Reconcile(ctx context.Context, source string, now time.Time, ran
 			return out, fmt.Errorf("store %s: %w", s.path, err)
 		}
 	}
+	if len(ran) == 0 {
+		// Nothing can be cleared (watch's traffic alerts): skip the scan
+		// of every active finding.
+		return out, nil
+	}
 	ranSet := map[string]bool{}
 	for _, d := range ran {
 		ranSet[d] = true
@@ -172,9 +191,6 @@ func (s *Store) Reconcile(ctx context.Context, source string, now time.Time, ran
 		if _, err := tx.ExecContext(ctx, `UPDATE findings SET cleared_at = ? WHERE id = ?`, ts, c.ID); err != nil {
 			return out, fmt.Errorf("store %s: %w", s.path, err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return out, fmt.Errorf("store %s: %w", s.path, err)
 	}
 	return out, nil
 }
