@@ -35,6 +35,7 @@ func newWatchCmd() *cobra.Command {
 		once       bool
 		interval   time.Duration
 		logLevel   string
+		live       liveFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "watch",
@@ -55,6 +56,13 @@ Signals: SIGTERM and SIGINT stop after delivering what can be delivered
 within watch.grace; SIGHUP reloads the config (a bad config is logged and
 the old one kept) and reopens the JSON lines file.
 
+With --capture IFACE (watch.capture) live traffic goes through the flow
+tracker to the traffic detectors (scan, flood, rapid-attempts,
+suspicious-port), with open connections reported as they progress; with
+--conntrack (watch.conntrack) every connection the kernel tracks is
+reported when it ends, so one that came and went between two snapshots is
+still seen. --netns runs both in a network namespace.
+
 With --once, one cycle runs and the outbox is drained; the exit status is
 that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
 		Args: cobra.NoArgs,
@@ -67,7 +75,7 @@ that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
 			w := &watcher{
 				log: log, configPath: configPath, storePath: storePath,
 				interval: interval, stdout: cmd.OutOrStdout(), source: hostSource(),
-				metrics: metrics.New(),
+				metrics: metrics.New(), live: live,
 			}
 			return w.run(cmd.Context(), once)
 		},
@@ -78,6 +86,10 @@ that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
 	f.BoolVar(&once, "once", false, "run one cycle, deliver, and exit with check's status (0 nothing found, 1 findings, 2 error)")
 	f.DurationVar(&interval, "interval", 0, "time between host snapshots (default: watch.interval from the config)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringSliceVar(&live.interfaces, "capture", nil, "capture live traffic on these interfaces (AF_PACKET; overrides watch.capture.interfaces)")
+	f.StringVar(&live.filter, "filter", "", "pcap-filter expression for --capture (overrides watch.capture.filter)")
+	f.StringVar(&live.netns, "netns", "", "network namespace (name or path) of the captured interfaces and of conntrack")
+	f.BoolVar(&live.conntrack, "conntrack", false, "follow conntrack events (sets watch.conntrack.enabled)")
 	return cmd
 }
 
@@ -98,8 +110,9 @@ type watcher struct {
 	stdout     io.Writer
 	source     string
 	metrics    *metrics.Metrics
-	// sources feed the traffic detectors; none is built in yet.
+	// sources feed the traffic detectors: live capture, conntrack events.
 	sources []connSource
+	live    liveFlags // command-line overrides of watch.capture and watch.conntrack
 
 	cfg  *config.Config
 	deps detect.Deps
@@ -132,7 +145,11 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	if err != nil {
 		return err
 	}
+	w.live.apply(cfg)
 	w.cfg = cfg
+	if !once && w.sources == nil {
+		w.sources = buildSources(cfg, w.metrics, w.log)
+	}
 	path := w.storePath
 	if path == "" {
 		path = cfg.Watch.Store
@@ -189,7 +206,7 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	w.traffic = detect.NewEngine(w.trafficDs, w.source, w.log)
 	// The flush ticker closes detector windows when no record arrives to
 	// move event time on.
-	flush := time.NewTicker(time.Second)
+	flush := time.NewTicker(200 * time.Millisecond)
 	defer flush.Stop()
 
 	if _, err := w.cycle(ctx); err != nil {
@@ -370,11 +387,15 @@ func (w *watcher) shutdown() {
 func (w *watcher) reload(ctx context.Context) {
 	cfg, err := config.Load(w.configPath)
 	if err == nil {
+		w.live.apply(cfg)
 		var sinks []sink.Sink
 		sinks, err = buildSinks(cfg, w.stdout)
 		if err == nil {
 			if cfg.Watch.MetricsListen != w.cfg.Watch.MetricsListen || cfg.Watch.Store != w.cfg.Watch.Store || cfg.Store.Path != w.cfg.Store.Path {
 				w.log.Warn("a changed watch.metrics_listen, watch.store or store.path takes effect at the next start")
+			}
+			if fmt.Sprint(cfg.Watch.Capture, cfg.Watch.Conntrack) != fmt.Sprint(w.cfg.Watch.Capture, w.cfg.Watch.Conntrack) {
+				w.log.Warn("a changed watch.capture or watch.conntrack takes effect at the next start")
 			}
 			w.stopSinks()
 			w.cfg = cfg

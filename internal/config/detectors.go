@@ -59,7 +59,7 @@ type Scan struct {
 	EpisodeGap Duration `yaml:"episode_gap"`
 	// A block scan: one source, at least BlockPorts ports on each of at
 	// least BlockHosts hosts. A distributed scan: DistributedPorts ports of
-	// one host probed by DistributedSources sources, none doing half.
+	// one host probed by DistributedSources sources, each with fewer than 8.
 	BlockHosts         int `yaml:"block_hosts"`
 	BlockPorts         int `yaml:"block_ports"`
 	DistributedSources int `yaml:"distributed_sources"`

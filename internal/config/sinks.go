@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"github.com/tcpsentry/tcpsentry/internal/capture"
+	"github.com/tcpsentry/tcpsentry/internal/capture/filter"
 	"net"
 	"net/url"
 	"strings"
@@ -64,6 +66,37 @@ type Watch struct {
 	Grace         Duration `yaml:"grace"` // delivery time allowed on shutdown
 	// Store overrides store.path for the daemon; empty means store.path.
 	Store string `yaml:"store"`
+	// Capture is live capture feeding the traffic detectors.
+	Capture WatchCapture `yaml:"capture"`
+	// Conntrack follows the kernel's connection tracking events.
+	Conntrack WatchConntrack `yaml:"conntrack"`
+}
+
+// WatchCapture configures live capture (AF_PACKET) for watch.
+type WatchCapture struct {
+	Interfaces  []string `yaml:"interfaces"`  // none: capture is off
+	Netns       string   `yaml:"netns"`       // network namespace of the interfaces; "" this one
+	Filter      string   `yaml:"filter"`      // pcap-filter expression; "" everything
+	Promiscuous bool     `yaml:"promiscuous"` // see traffic not addressed to this host
+	// Progress is how often open connections are reported in progress (and
+	// idle ones expired) so scans and floods alert while they happen.
+	Progress Duration `yaml:"progress"`
+	// AttemptTimeout ends an unanswered connection attempt, and CloseDelay
+	// a closed or reset connection's record; shorter than Zeek's 5 s so
+	// scans and floods are seen within about a second.
+	AttemptTimeout Duration `yaml:"attempt_timeout"`
+	CloseDelay     Duration `yaml:"close_delay"`
+	// HandshakeTimeout ends a connection idle before its handshake
+	// completed (Zeek: 1 min), so a flood's half-open connections end and
+	// count within about a second.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	MaxFlows         int      `yaml:"max_flows"` // flow table bound
+}
+
+// WatchConntrack configures conntrack events for watch.
+type WatchConntrack struct {
+	Enabled bool   `yaml:"enabled"`
+	Netns   string `yaml:"netns"` // "" this one
 }
 
 // syslogFacilities are RFC 5424's facility names and codes.
@@ -126,6 +159,24 @@ func (c *Config) semanticSinks(report func(path string, err error)) {
 	if wa.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(wa.MetricsListen); err != nil {
 			report("$.watch.metrics_listen", fmt.Errorf("%q: want host:port, or empty to disable", wa.MetricsListen))
+		}
+	}
+	cp := wa.Capture
+	for _, v := range []struct {
+		key string
+		d   Duration
+	}{{"progress", cp.Progress}, {"attempt_timeout", cp.AttemptTimeout}, {"close_delay", cp.CloseDelay},
+		{"handshake_timeout", cp.HandshakeTimeout}} {
+		if v.d.Duration < 10_000_000 {
+			report("$.watch.capture."+v.key, fmt.Errorf("%v: must be at least 10ms", v.d.Duration))
+		}
+	}
+	if cp.MaxFlows < 1 {
+		report("$.watch.capture.max_flows", fmt.Errorf("%d: must be at least 1", cp.MaxFlows))
+	}
+	if cp.Filter != "" {
+		if _, err := filter.Compile(cp.Filter, capture.LinkEthernet); err != nil {
+			report("$.watch.capture.filter", err)
 		}
 	}
 }

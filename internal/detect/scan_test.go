@@ -237,13 +237,15 @@ func TestScanBlockAndDistributed(t *testing.T) {
 			t.Errorf("raised at %v", as[0].Raised.Sub(snapTime))
 		}
 	})
-	t.Run("one scanner and bystanders is not distributed", func(t *testing.T) {
+	t.Run("one scanner beside a spoofed flood is not distributed", func(t *testing.T) {
 		e := NewEngine([]Detector{NewScan(defaults(t))}, "pcap:test", nil)
 		for p := 1; p <= 60; p++ {
 			e.ObserveConn(probeConn(time.Duration(p)*time.Millisecond, "10.0.0.66:40000", fmt.Sprintf("10.0.0.5:%d", p), model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
 		}
-		for c := 1; c <= 6; c++ { // clients failing on a closed port
-			e.ObserveConn(probeConn(time.Second, fmt.Sprintf("10.0.0.%d:40000", 100+c), "10.0.0.5:8080", model.ProtoTCP, model.FlagSYN, "Sr", model.ConnREJ))
+		for c := 1; c <= 3000; c++ { // spoofed SYNs to one port, two each so they leave probation
+			src := fmt.Sprintf("198.51.%d.%d:40000", c/250, c%250)
+			e.ObserveConn(probeConn(time.Second, src, "10.0.0.5:80", model.ProtoTCP, model.FlagSYN, "S", model.ConnS0))
+			e.ObserveConn(probeConn(time.Second, src, "10.0.0.5:80", model.ProtoTCP, model.FlagSYN, "S", model.ConnS0))
 		}
 		e.Flush(snapTime.Add(time.Hour))
 		for _, a := range e.Alerts() {

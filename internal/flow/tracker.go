@@ -45,6 +45,10 @@ type Timeouts struct {
 	TCPSYNTimeout   time.Duration // tcp_SYN_timeout (5 s): first check of a new TCP connection
 	TCPSessionTimer time.Duration // tcp_session_timer (6 s): recheck interval after one side closed
 	TCPLinger       time.Duration // tcp_connection_linger (5 s): quiet time before a half-closed connection may go
+	// TCPHandshakeInactivity ends an idle TCP connection whose handshake
+	// never completed (a flood's half-open ones); 0 means UDPInactivity,
+	// which is what Zeek uses. Live sources shorten it to see floods end.
+	TCPHandshakeInactivity time.Duration
 }
 
 // DefaultTimeouts returns Zeek's defaults.
@@ -152,7 +156,8 @@ func NewTracker(opts Options, emit func(*model.Conn)) *Tracker {
 		emit:  emit,
 		flows: table.New[flow](min(opts.MaxFlows, 1<<10)),
 		exts:  make([]flowExt, 1, 64), // index 0 is "none"
-		inact: [numInact]int64{int64(to.UDPInactivity), int64(to.TCPInactivity), int64(to.ICMPInactivity), int64(to.OtherInactivity)},
+		inact: [numInact]int64{int64(to.UDPInactivity), int64(to.TCPInactivity), int64(to.ICMPInactivity), int64(to.OtherInactivity),
+			int64(cmp.Or(to.TCPHandshakeInactivity, to.UDPInactivity))},
 		frags: decode.NewReassembler(opts.MaxFragments),
 	}
 }
@@ -185,10 +190,11 @@ func makeKey(p *decode.Packet, k *table.Key) (srcIsA bool) {
 
 // Inactivity timeouts a flow can be under (flow.inact).
 const (
-	inactUDP   = iota // UDP, and TCP until its handshake completes (as in Zeek)
-	inactTCP          // TCP after the handshake
-	inactICMP         // ICMP
-	inactOther        // other IP protocols
+	inactUDP       = iota // UDP
+	inactTCP              // TCP after the handshake
+	inactICMP             // ICMP
+	inactOther            // other IP protocols
+	inactHandshake        // TCP until its handshake completes: UDP's in Zeek, shorter live
 	numInact
 )
 
@@ -554,7 +560,7 @@ func (t *Tracker) newFlow(p *decode.Packet, key *table.Key, srcIsA bool, ts int6
 				}
 			}
 		}
-		fl.inact = inactUDP // until the handshake completes, as in Zeek
+		fl.inact = inactHandshake // until the handshake completes (UDP's timeout in Zeek)
 		fl.expireAt[0] = ts + int64(t.opts.Timeouts.TCPSYNTimeout)
 	case ipProtoUDP:
 		flip = t.opts.LikelyServerPort(proto, p.SrcPort) && !t.opts.LikelyServerPort(proto, p.DstPort)

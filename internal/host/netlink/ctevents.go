@@ -46,6 +46,12 @@ type Event struct {
 	Flow Flow
 }
 
+// TCPEnded reports whether the event's entry is a TCP connection both
+// ends have closed or one has reset (TIME_WAIT or CLOSE).
+func (ev Event) TCPEnded() bool {
+	return ev.Flow.Proto == model.ProtoTCP && (ev.Flow.TCPState == ctTCPTimeWait || ev.Flow.TCPState == ctTCPClose)
+}
+
 // EventOptions configure ListenConntrack.
 type EventOptions struct {
 	// Netns is the network namespace to follow (a name under /run/netns or
@@ -326,13 +332,20 @@ func EventConn(ev Event) *model.Conn {
 		// Closed when TCP saw its end (FINs or a reset); anything else
 		// (UDP, an idle TCP connection) ended by conntrack's timeout.
 		c.End = model.EndTimeout
-		if f.Proto == model.ProtoTCP && (f.TCPState == ctTCPTimeWait || f.TCPState == ctTCPClose) {
+		if ev.TCPEnded() {
 			c.End = model.EndClosed
 		}
 		if !f.Start.IsZero() && !f.Stop.IsZero() && f.Stop.After(f.Start) {
 			c.Duration = f.Stop.Sub(f.Start)
 		} else {
 			c.Unset |= model.FieldDuration
+		}
+	} else if ev.Type == EventUpdate && ev.TCPEnded() {
+		// The endpoints are done (conntrack keeps the entry through
+		// TIME_WAIT, two minutes by default): the connection ended now.
+		c.End = model.EndClosed
+		if !f.Start.IsZero() {
+			c.Duration = max(time.Since(f.Start), 0)
 		}
 	} else if !f.Start.IsZero() {
 		c.Duration = max(time.Since(f.Start), 0)

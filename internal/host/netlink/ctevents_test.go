@@ -111,6 +111,14 @@ func TestEventConn(t *testing.T) {
 	if open.End != model.EndOpen || open.UID != c.UID {
 		t.Errorf("new record: end %q uid %s, want open and %s", open.End, open.UID, c.UID)
 	}
+	// An update to TIME_WAIT ends the connection for its endpoints; one to
+	// ESTABLISHED is still in progress.
+	if up := EventConn(Event{Type: EventUpdate, Flow: f}); up.End != model.EndClosed || up.ConnState != model.ConnSF || up.UID != c.UID {
+		t.Errorf("update to TIME_WAIT: end %q state %s", up.End, up.ConnState)
+	}
+	if up := EventConn(Event{Type: EventUpdate, Flow: tcp(ctTCPEstablished, 0xe)}); up.End != model.EndOpen || up.ConnState != model.ConnS1 {
+		t.Errorf("update to ESTABLISHED: end %q state %s", up.End, up.ConnState)
+	}
 	// Without accounting or timestamps those fields are unset, not zero.
 	bare := EventConn(Event{Type: EventDestroy, Flow: Flow{Proto: model.ProtoTCP, TCPState: ctTCPTimeWait}})
 	for _, fld := range []model.ConnField{model.FieldDuration, model.FieldOrigPkts, model.FieldOrigIPBytes, model.FieldRespPkts, model.FieldRespIPBytes} {
