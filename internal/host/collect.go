@@ -242,6 +242,11 @@ func collectNetns(ctx context.Context, t target, opts Options) (nsResult, error)
 				r.notes = append(r.notes, fmt.Sprintf("enabled net.netfilter.nf_conntrack_timestamp%s: connections opened from now on get a true age", where(t)))
 			}
 		}
+		if netlink.ConntrackEmpty() {
+			// Nothing to read, and a dump would walk the whole host's
+			// table for it: every socket's age is simply unknown.
+			return nil
+		}
 		var err error
 		if ctD, err = netlink.NewDumper(); err != nil {
 			r.ctErr = err

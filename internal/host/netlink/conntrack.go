@@ -379,6 +379,20 @@ func EnableTimestamps() (bool, error) {
 	return enableSysctl(timestampSysctl)
 }
 
+// conntrackCountSysctl is the number of entries in the reading thread's
+// network namespace.
+const conntrackCountSysctl = "/proc/sys/net/netfilter/nf_conntrack_count"
+
+// ConntrackEmpty reports whether the conntrack table of the calling
+// thread's network namespace is known to hold no entry. A dump walks the
+// whole host's hash table, every namespace's buckets, so skipping it when
+// this namespace has nothing in it saves tens of milliseconds on a busy
+// host. Unknown (conntrack not loaded, unreadable) is false.
+func ConntrackEmpty() bool {
+	b, err := os.ReadFile(conntrackCountSysctl)
+	return err == nil && strings.TrimSpace(string(b)) == "0"
+}
+
 func enableSysctl(path string) (bool, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
