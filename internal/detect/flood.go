@@ -115,7 +115,9 @@ func (d *Flood) alert(key netip.AddrPort, t *floodTarget) alert.Alert {
 		sev = alert.Critical
 	}
 	return alert.Alert{
-		Entity:     "flood " + key.String(),
+		// One finding per episode: a flood on the same target after a
+		// quiet window is a new one.
+		Entity:     fmt.Sprintf("flood %v since %s", key, t.first.UTC().Format(time.RFC3339Nano)),
 		Title:      fmt.Sprintf("SYN flood on %v: %d half-open attempts from %s sources, peak %d/s", key, t.attempts, srcs, t.peak),
 		Severity:   sev,
 		Confidence: 0.9,
