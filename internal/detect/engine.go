@@ -32,6 +32,12 @@ type Flusher interface {
 	Flush(now time.Time, emit Emit)
 }
 
+// Noter is a detector with something to say once about how it ran: no
+// learned model, findings dropped at a bound.
+type Noter interface {
+	Notes() []string
+}
+
 // Detector is anything the registry builds; it also implements one or more
 // of the observer interfaces.
 type Detector interface {
@@ -135,6 +141,18 @@ func (e *Engine) Flush(now time.Time) {
 			f.Flush(now, e.emitFor(d.Name()))
 		}
 	}
+}
+
+// Notes collects what the detectors have to say about how they ran; call
+// it after Flush.
+func (e *Engine) Notes() []string {
+	var out []string
+	for _, d := range e.detectors {
+		if n, ok := d.(Noter); ok {
+			out = append(out, n.Notes()...)
+		}
+	}
+	return out
 }
 
 // Alerts returns the aggregated alerts, most severe first.
