@@ -11,7 +11,9 @@ import (
 
 	"github.com/tcpsentry/tcpsentry/internal/baseline"
 	"github.com/tcpsentry/tcpsentry/internal/config"
+	"github.com/tcpsentry/tcpsentry/internal/detect"
 	"github.com/tcpsentry/tcpsentry/internal/host"
+	"github.com/tcpsentry/tcpsentry/internal/model"
 	"github.com/tcpsentry/tcpsentry/internal/output"
 )
 
@@ -30,18 +32,32 @@ func newBaselineLearnCmd() *cobra.Command {
 		duration time.Duration
 		interval time.Duration
 		netns    []string
+		opts     analyzeOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "learn",
-		Short: "Watch the host for a while and store each executable's normal network use",
-		Long: `Take a snapshot of the host every --interval for --for, and record per
-executable the ports it listens on, the remote ports and networks (/24, /48)
-it connects to. The result replaces the host's baseline in the store;
-check's process-network, lateral-movement and egress detectors then flag
-what it has not seen. Learn on a host you trust.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "learn [FILE...]",
+		Short: "Learn what is normal: this host's network use, or traffic from captures and conn.logs",
+		Long: `Without files: take a snapshot of the host every --interval for --for, and
+record per executable the ports it listens on, the remote ports and networks
+(/24, /48) it connects to. The result replaces the host's baseline in the
+store; check's process-network, lateral-movement and egress detectors then
+flag what it has not seen. Learn on a host you trust.
+
+With files (pcap/pcapng or Zeek conn.log, recognised by content as analyze
+does): learn the traffic model that analyze's packet-size and anomaly
+detectors compare against — per destination port, the usual bytes per
+packet each way, and per feature (duration, bytes and packets each way,
+bytes per packet) the median and spread of established connections. It is
+stored under --model (default "traffic"), replacing the previous one. Learn
+on traffic you trust: what it contains becomes normal.`,
+		Example: `  tcpsentry baseline learn --for 30m
+  tcpsentry baseline learn last-week/conn.*.log.gz
+  tcpsentry analyze today.pcap            # packet-size and anomaly now run`,
+		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if len(args) > 0 {
+				return learnTraffic(cmd, common, &opts, args)
+			}
 			if interval <= 0 || duration < 0 {
 				return fmt.Errorf("--interval must be positive and --for not negative")
 			}
@@ -92,7 +108,46 @@ what it has not seen. Learn on a host you trust.`,
 	cmd.Flags().DurationVar(&duration, "for", 10*time.Minute, "how long to learn")
 	cmd.Flags().DurationVar(&interval, "interval", 10*time.Second, "time between snapshots")
 	cmd.Flags().StringSliceVar(&netns, "netns", nil, "learn from network namespace NAME or PATH instead of the caller's")
+	cmd.Flags().StringVar(&opts.model, "model", "traffic", "with files: name the traffic model is stored under")
+	cmd.Flags().BoolVar(&opts.checksums, "checksums", false, "with captures: drop packets with bad checksums")
+	cmd.Flags().IntVar(&opts.maxFlows, "max-flows", 1<<20, "with captures: flow table bound")
 	return cmd
+}
+
+// learnTraffic learns the traffic model from files and stores it.
+func learnTraffic(cmd *cobra.Command, common commonFlags, opts *analyzeOptions, args []string) error {
+	ctx := cmd.Context()
+	cfg, err := config.Load(common.configPath)
+	if err != nil {
+		return err
+	}
+	l := baseline.NewTrafficLearner(cfg.Detectors.Anomaly.MaxGroups)
+	stderr := cmd.ErrOrStderr()
+	warn := func(err error) { output.WriteWarnings(stderr, []string{err.Error()}) }
+	var inputs []string
+	for _, path := range args {
+		if readInput(ctx, path, opts, func(c *model.Conn) { l.Observe(c, detect.Established(c)) }, warn) {
+			inputs = append(inputs, path)
+		}
+	}
+	if len(inputs) == 0 {
+		return fmt.Errorf("no input could be read: not captures or Zeek conn.logs, or unreadable (see the warnings above)")
+	}
+	m, err := l.Model(inputs, cfg.Detectors.Anomaly.MinSamples, time.Now().UTC())
+	if err != nil {
+		return err
+	}
+	st := common.openStore(ctx, cfg, stderr)
+	if st == nil {
+		return fmt.Errorf("baseline learn needs the store")
+	}
+	defer st.Close()
+	if err := st.SaveTrafficModel(ctx, opts.model, m, time.Now()); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "learned traffic model %q from %d of %d records (established connections), %d port groups with their own profile, into %s\n",
+		opts.model, m.Used, m.Records, len(m.Anomaly.Groups), st.Path())
+	return nil
 }
 
 func newBaselineShowCmd() *cobra.Command {

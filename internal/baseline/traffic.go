@@ -43,6 +43,10 @@ type Summary struct {
 	N      int     `json:"n"`
 	Median float64 `json:"median"`
 	MAD    float64 `json:"mad"`
+	// Lo and Hi are the 0.1% and 99.9% quantiles: the range the learned
+	// traffic actually covered, tails included.
+	Lo float64 `json:"lo"`
+	Hi float64 `json:"hi"`
 }
 
 // AnomalyModel is the per-feature robust summary of connections, for all
@@ -117,16 +121,19 @@ func (h *hist) summary() Summary {
 		return Summary{}
 	}
 	center := func(i int) float64 { return (float64(i) + 0.5) / histRes }
-	half := (n + 1) / 2
-	var acc uint64
-	med := 0.0
-	for i, c := range h {
-		acc += uint64(c)
-		if acc >= half {
-			med = center(i)
-			break
+	quantile := func(q float64) float64 {
+		want := uint64(math.Ceil(q * float64(n)))
+		var acc uint64
+		for i, c := range h {
+			acc += uint64(c)
+			if acc >= max(want, 1) {
+				return center(i)
+			}
 		}
+		return center(histBins - 1)
 	}
+	half := (n + 1) / 2
+	med := quantile(0.5)
 	type dev struct {
 		d float64
 		n uint32
@@ -138,7 +145,7 @@ func (h *hist) summary() Summary {
 		}
 	}
 	slices.SortFunc(devs, func(a, b dev) int { return cmp.Compare(a.d, b.d) })
-	acc = 0
+	var acc uint64
 	mad := 0.0
 	for _, d := range devs {
 		acc += uint64(d.n)
@@ -147,28 +154,26 @@ func (h *hist) summary() Summary {
 			break
 		}
 	}
-	return Summary{N: int(n), Median: med, MAD: mad}
+	return Summary{N: int(n), Median: med, MAD: mad, Lo: quantile(0.001), Hi: quantile(0.999)}
 }
 
 // TrafficLearner accumulates histograms from connection records. Its
 // memory is bounded by maxGroups port groups (the first seen; later ports
 // only feed the global group).
 type TrafficLearner struct {
-	minPackets uint64
-	maxGroups  int
-	model      TrafficModel
-	global     *[NumFeatures]hist
-	groups     map[string]*[NumFeatures]hist
-	counts     map[string]int
-	sizes      map[string]*[2]hist
+	maxGroups int
+	model     TrafficModel
+	global    *[NumFeatures]hist
+	groups    map[string]*[NumFeatures]hist
+	counts    map[string]int
+	sizes     map[string]*[2]hist
 }
 
-// NewTrafficLearner returns a learner; minPackets is the packets one
-// direction needs to count for its bytes-per-packet profile.
-func NewTrafficLearner(minPackets uint64, maxGroups int) *TrafficLearner {
+// NewTrafficLearner returns a learner of at most maxGroups port groups.
+func NewTrafficLearner(maxGroups int) *TrafficLearner {
 	return &TrafficLearner{
-		minPackets: minPackets, maxGroups: max(1, maxGroups),
-		global: &[NumFeatures]hist{}, groups: map[string]*[NumFeatures]hist{}, counts: map[string]int{},
+		maxGroups: max(1, maxGroups),
+		global:    &[NumFeatures]hist{}, groups: map[string]*[NumFeatures]hist{}, counts: map[string]int{},
 		sizes: map[string]*[2]hist{},
 	}
 }
@@ -212,10 +217,12 @@ func (l *TrafficLearner) Observe(c *model.Conn, use bool) {
 		l.sizes[g] = sz
 	}
 	if sz != nil {
-		if c.OrigPkts >= l.minPackets {
+		// Every connection with packets that way shapes the profile (a DNS
+		// query is one packet); only the judged connection needs many.
+		if c.OrigPkts > 0 {
 			sz[0].add(math.Log2(max(1, BytesPerPacket(c.OrigIPBytes, c.OrigBytes, c.OrigPkts))))
 		}
-		if c.RespPkts >= l.minPackets {
+		if c.RespPkts > 0 {
 			sz[1].add(math.Log2(max(1, BytesPerPacket(c.RespIPBytes, c.RespBytes, c.RespPkts))))
 		}
 	}

@@ -31,6 +31,10 @@ type Beacon struct {
 	Score          float64 `yaml:"score"`           // report pairs scoring at least this (0–1)
 	MediumScore    float64 `yaml:"medium_score"`    // and at medium from this score
 	HighScore      float64 `yaml:"high_score"`      // and at high from this one
+	// MinTimeScore gates on timing: regular sizes and an all-day spread
+	// without regular intervals (a busy resolver, polling at random) are
+	// not a beacon, whatever the total.
+	MinTimeScore float64 `yaml:"min_time_score"`
 	// Weights of the three sub-scores in the total; they need not sum to 1.
 	WeightTime      float64 `yaml:"weight_time"`
 	WeightSize      float64 `yaml:"weight_size"`
@@ -247,7 +251,7 @@ func (c *Config) semantic(report func(path string, err error)) {
 	for _, v := range []struct {
 		key string
 		p   float64
-	}{{"score", bc.Score}, {"medium_score", bc.MediumScore}, {"high_score", bc.HighScore}, {"expected_factor", bc.ExpectedFactor},
+	}{{"score", bc.Score}, {"min_time_score", bc.MinTimeScore}, {"medium_score", bc.MediumScore}, {"high_score", bc.HighScore}, {"expected_factor", bc.ExpectedFactor},
 		{"weight_time", bc.WeightTime}, {"weight_size", bc.WeightSize}, {"weight_histogram", bc.WeightHistogram}} {
 		if !(v.p >= 0 && v.p <= 1) {
 			report("$.detectors.beacon."+v.key, fmt.Errorf("%v: must be between 0 and 1", v.p))

@@ -290,7 +290,7 @@ func (d *Beacon) Flush(_ time.Time, emit Emit) {
 	out := scored[:0]
 	anyPort := map[[2]netip.Addr]float64{}
 	for _, s := range scored {
-		if s.score < d.cfg.Score {
+		if s.score < d.cfg.Score || s.ts < d.cfg.MinTimeScore {
 			continue
 		}
 		pk := [2]netip.Addr{s.key.src, s.key.dst}
@@ -350,7 +350,7 @@ func (d *Beacon) alert(s beaconScore, rank int) alert.Alert {
 		"interval_median_s": round3(s.interval.Seconds()), "interval_mad_s": round3(s.intervalMAD.Seconds()),
 		"bytes_median": s.bytesMedian, "bytes_mad": s.bytesMAD,
 		"window_s": round3(d.last.Sub(d.first).Seconds()), "sampling_stride": s.pair.stride,
-		"threshold": map[string]float64{"score": d.cfg.Score, "medium": d.cfg.MediumScore, "high": d.cfg.HighScore},
+		"threshold": map[string]float64{"score": d.cfg.Score, "min_time_score": d.cfg.MinTimeScore, "medium": d.cfg.MediumScore, "high": d.cfg.HighScore},
 	}
 	if s.histBins >= 4 {
 		ev["histogram_score"], ev["histogram_coverage"], ev["histogram_consistency"], ev["histogram_bins"] =

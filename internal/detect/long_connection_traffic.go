@@ -165,7 +165,8 @@ func (d *LongConnectionTraffic) Flush(_ time.Time, emit Emit) {
 	}
 	var hits []hit
 	for k, p := range d.pairs {
-		if p.reported {
+		// One connection covering the span is the connection alert's.
+		if p.reported || p.conns < 2 {
 			continue
 		}
 		if cov := float64(p.covered()) / float64(span); cov >= d.cfg.PairCoverage {

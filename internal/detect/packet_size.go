@@ -20,6 +20,10 @@ const madScale = 1.4826
 // change into a huge z-score.
 const sizeFloor = 0.25
 
+// sizeMargin (log2 units) widens the learned range before a size counts as
+// outside it: half an octave, ~40%.
+const sizeMargin = 0.5
+
 // PacketSize compares each connection's bytes per packet, each way, with
 // what the learned profile says its destination port normally carries:
 // data tunnelled through DNS or ICMP makes packets far larger than the
@@ -70,7 +74,10 @@ func (d *PacketSize) ObserveConn(c *model.Conn, emit Emit) {
 		bpp := baseline.BytesPerPacket(dir.ip, dir.pay, dir.pkts)
 		v := math.Log2(max(1, bpp))
 		z := (v - dir.s.Median) / (madScale*dir.s.MAD + sizeFloor)
-		if math.Abs(z) < d.cfg.Z {
+		// Beyond the z threshold and outside the range learned traffic
+		// covered (by half an octave): a heavy-tailed but normal port
+		// must not alert on its own tail.
+		if math.Abs(z) < d.cfg.Z || (v <= dir.s.Hi+sizeMargin && v >= dir.s.Lo-sizeMargin) {
 			continue
 		}
 		usual := math.Exp2(dir.s.Median)
@@ -101,7 +108,8 @@ func (d *PacketSize) ObserveConn(c *model.Conn, emit Emit) {
 			Evidence: map[string]any{
 				"score": round3(math.Abs(z)), "direction": dir.name, "bytes_per_packet": round3(bpp), "packets": dir.pkts,
 				"usual_bytes_per_packet": round3(usual), "usual_spread_log2": round3(dir.s.MAD), "learned_connections": dir.s.N,
-				"z": round3(z), "port_group": g, "uid": c.UID, "threshold": map[string]any{"z": d.cfg.Z, "min_packets": d.cfg.MinPackets},
+				"learned_range_bytes_per_packet": []float64{round3(math.Exp2(dir.s.Lo)), round3(math.Exp2(dir.s.Hi))},
+				"z":                              round3(z), "port_group": g, "uid": c.UID, "threshold": map[string]any{"z": d.cfg.Z, "min_packets": d.cfg.MinPackets},
 			},
 		})
 	}

@@ -105,3 +105,7 @@ func origSize(c *model.Conn) uint64 {
 // isOpen reports whether a record describes a connection still open: the
 // flow tracker's records at end of input, and Zeek's open_conn.log.
 func isOpen(c *model.Conn) bool { return c.End == model.EndEOF }
+
+// Established is the detectors' definition of a completed conversation,
+// for learners that must agree with them.
+func Established(c *model.Conn) bool { return established(c) }
