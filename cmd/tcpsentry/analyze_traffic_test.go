@@ -199,3 +199,43 @@ func TestAnalyzeBeaconAndOpenSessionFromCapture(t *testing.T) {
 		t.Errorf("beacon found %v, open session found %v\n%s", beacon, open, flows[:min(len(flows), 600)])
 	}
 }
+
+// TestAnalyzeZeekSamples runs analyze over the public Zeek and RITA
+// conn.log samples (../shared/datasets/public/zeek-logs, when present):
+// nothing crashes, bad lines are named, and RITA's DNS beacon and open
+// connections are found.
+func TestAnalyzeZeekSamples(t *testing.T) {
+	root := "../../../shared/datasets/public/zeek-logs"
+	if _, err := os.Stat(root); err != nil {
+		t.Skipf("public samples not here: %v", err)
+	}
+	var files []string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	found := map[string]bool{}
+	for _, f := range files {
+		out, stderr, code := run(t, "analyze", "--json", "--no-store", f)
+		rel, _ := filepath.Rel(root, f)
+		if strings.Contains(stderr, "panic") || code == 2 && !strings.Contains(stderr, f+":") {
+			t.Errorf("%s: exit %d: %s", rel, code, stderr)
+		}
+		if strings.Contains(rel, "truncated") && !strings.Contains(stderr, f+":") {
+			t.Errorf("%s: the cut-off line is not reported: %s", rel, stderr)
+		}
+		for _, a := range parseAlerts(t, out) {
+			switch {
+			case a.Detector == "beacon" && a.Src == "192.168.88.2" && a.Dst == "165.227.88.15":
+				found["dns beacon"] = true
+			case a.Detector == "long-connection" && a.Evidence["open"] == true:
+				found["open connection"] = true
+			}
+		}
+	}
+	if !found["dns beacon"] || !found["open connection"] {
+		t.Errorf("found %v", found)
+	}
+}

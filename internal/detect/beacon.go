@@ -101,7 +101,7 @@ func (d *Beacon) ObserveConn(c *model.Conn, _ Emit) {
 	if ls := c.LastSeen(); ls.After(d.last) {
 		d.last = ls
 	}
-	if !established(c) || c.Flipped() {
+	if !established(c) || c.Flipped() || !unicastPeer(c) {
 		return
 	}
 	src, dst := c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap()

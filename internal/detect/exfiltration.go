@@ -95,7 +95,7 @@ func (v *exfilVolume) pcr() float64 {
 
 // ObserveConn implements ConnDetector.
 func (d *Exfiltration) ObserveConn(c *model.Conn, emit Emit) {
-	if c.OrigBytes == 0 || c.Flipped() {
+	if c.OrigBytes == 0 || c.Flipped() || !unicastPeer(c) {
 		return
 	}
 	src, dst := c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap()

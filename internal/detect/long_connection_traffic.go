@@ -62,7 +62,7 @@ func (d *LongConnectionTraffic) ObserveConn(c *model.Conn, emit Emit) {
 	if ls := c.LastSeen(); ls.After(d.last) {
 		d.last = ls
 	}
-	if !established(c) {
+	if !established(c) || !unicastPeer(c) {
 		return
 	}
 	if c.Duration >= d.cfg.Low.Duration {

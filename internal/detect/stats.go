@@ -2,6 +2,7 @@ package detect
 
 import (
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -91,6 +92,14 @@ func established(c *model.Conn) bool {
 		return true
 	}
 	return false
+}
+
+// unicastPeer reports whether the responder is one host: multicast and
+// broadcast "connections" (SSDP, mDNS announcements) are one-way
+// advertisements to whoever listens, not a channel to a peer.
+func unicastPeer(c *model.Conn) bool {
+	a := c.Resp.Addr().Unmap()
+	return !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // origSize is the originator's bytes for size statistics: IP bytes when
