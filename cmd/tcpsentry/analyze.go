@@ -177,19 +177,53 @@ func readInput(ctx context.Context, path string, o *analyzeOptions, observe func
 	}
 	records, warned := 0, 0
 	open := strings.HasPrefix(filepath.Base(path), "open_conn")
+	// Parsing runs on its own goroutine, handing records over in batches,
+	// so that on two cores parsing and detection overlap. Errors travel in
+	// the batches too, so that warn is only called from here.
+	type batch struct {
+		conns []*model.Conn
+		errs  []error
+	}
+	const batchSize = 512
+	ch := make(chan batch, 8)
+	var readErr error
+	go func() {
+		defer close(ch)
+		cur := batch{conns: make([]*model.Conn, 0, batchSize)}
+		flush := func() {
+			ch <- cur
+			cur = batch{conns: make([]*model.Conn, 0, batchSize)}
+		}
+		readErr = zeeklog.ReadFiles([]string{path}, func(c *model.Conn) {
+			if cur.conns = append(cur.conns, c); len(cur.conns) == batchSize {
+				flush()
+			}
+		}, func(err error) {
+			cur.errs = append(cur.errs, err)
+			if len(cur.errs) >= batchSize {
+				flush()
+			}
+		})
+		if len(cur.conns) > 0 || len(cur.errs) > 0 {
+			ch <- cur
+		}
+	}()
+	for b := range ch {
+		for _, c := range b.conns {
+			records++
+			if open {
+				c.End = model.EndEOF
+			}
+			observe(c)
+		}
+		for _, err := range b.errs {
+			warned++
+			warn(err)
+		}
+	}
 	// Errors are reported through warn; a file that gave nothing but
 	// warnings was not a conn.log at all.
-	err := zeeklog.ReadFiles([]string{path}, func(c *model.Conn) {
-		records++
-		if open {
-			c.End = model.EndEOF
-		}
-		observe(c)
-	}, func(err error) {
-		warned++
-		warn(err)
-	})
-	return err == nil && (records > 0 || warned == 0)
+	return readErr == nil && (records > 0 || warned == 0)
 }
 
 // analyzeFiles runs the traffic detectors over captures and conn.logs and

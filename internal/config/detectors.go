@@ -31,9 +31,9 @@ type Beacon struct {
 	Score          float64 `yaml:"score"`           // report pairs scoring at least this (0–1)
 	MediumScore    float64 `yaml:"medium_score"`    // and at medium from this score
 	HighScore      float64 `yaml:"high_score"`      // and at high from this one
-	// MinTimeScore gates on timing: regular sizes and an all-day spread
-	// without regular intervals (a busy resolver, polling at random) are
-	// not a beacon, whatever the total.
+	// MinTimeScore gates on the regularity of the intervals (their
+	// MAD/median score, less its sampling error): regular sizes and an
+	// all-day spread without regular intervals are not a beacon.
 	MinTimeScore float64 `yaml:"min_time_score"`
 	// Weights of the three sub-scores in the total; they need not sum to 1.
 	WeightTime      float64 `yaml:"weight_time"`
@@ -151,7 +151,9 @@ type LongConnectionTraffic struct {
 	High         Duration `yaml:"high"`          // at high
 	PairCoverage float64  `yaml:"pair_coverage"` // a pair whose connections cover this share of the window
 	PairWindow   Duration `yaml:"pair_window"`   // judged only when the input spans at least this
-	MaxPairs     int      `yaml:"max_pairs"`
+	// PairMinDuration: shorter connections do not count toward coverage.
+	PairMinDuration Duration `yaml:"pair_min_duration"`
+	MaxPairs        int      `yaml:"max_pairs"`
 }
 
 // ReverseShell lists programs that must not have a socket as stdio.

@@ -25,6 +25,8 @@ type Gen struct {
 	rng  *rand.Rand
 	uid  int
 	port uint16
+	zipf *rand.Zipf
+	nsrv int
 }
 
 // New returns a generator seeded with seed.
@@ -177,7 +179,7 @@ func (g *Gen) NTP(src, dst netip.Addr, from time.Time, span time.Duration) []mod
 }
 
 // Mix is a background of ordinary services from clients to servers:
-// web, DNS, mail and SSH, n records starting at from over span.
+// web, DNS (to the first four servers, the resolvers), mail and SSH, n records starting at from over span.
 func (g *Gen) Mix(clients, servers []netip.Addr, from time.Time, span time.Duration, n int) []model.Conn {
 	out := make([]model.Conn, 0, n)
 	for i := 0; i < n; i++ {
@@ -186,16 +188,23 @@ func (g *Gen) Mix(clients, servers []netip.Addr, from time.Time, span time.Durat
 	return out
 }
 
-// MixOne is one background record at t.
+// MixOne is one background record at t. Servers are chosen by a Zipf law
+// (s = 1.2), as popularity goes: a few servers get most connections, a
+// long tail gets one now and then.
 func (g *Gen) MixOne(clients, servers []netip.Addr, t time.Time) model.Conn {
+	if g.zipf == nil || g.nsrv != len(servers) {
+		g.zipf, g.nsrv = rand.NewZipf(g.rng, 1.2, 1, uint64(len(servers)-1)), len(servers)
+	}
 	src := clients[g.rng.IntN(len(clients))]
-	dst := servers[g.rng.IntN(len(servers))]
+	dst := servers[g.zipf.Uint64()]
 	switch r := g.rng.IntN(100); {
 	case r < 55:
 		return g.Conn(t, src, dst, 443, model.ProtoTCP, time.Duration(50+g.rng.IntN(30000))*time.Millisecond, g.logNormal(800, 0.7), g.logNormal(20000, 1.6))
 	case r < 70:
 		return g.Conn(t, src, dst, 80, model.ProtoTCP, time.Duration(30+g.rng.IntN(5000))*time.Millisecond, g.logNormal(400, 0.5), g.logNormal(8000, 1.4))
 	case r < 90:
+		// Clients ask a few resolvers, not every server.
+		dst = servers[g.rng.IntN(min(4, len(servers)))]
 		return g.Conn(t, src, dst, 53, model.ProtoUDP, time.Duration(1+g.rng.IntN(80))*time.Millisecond, 30+uint64(g.rng.IntN(30)), 60+uint64(g.rng.IntN(200)))
 	case r < 95:
 		return g.Conn(t, src, dst, 25, model.ProtoTCP, time.Duration(200+g.rng.IntN(3000))*time.Millisecond, g.logNormal(5000, 1.2), 400+uint64(g.rng.IntN(200)))

@@ -34,15 +34,46 @@ import (
 // Scores are computed when the input ends (Flush) and the alerts ranked by
 // score.
 type Beacon struct {
-	cfg      config.Beacon
-	pairs    map[beaconKey]*beaconPair
+	cfg config.Beacon
+	// hosts holds each source→destination pair (by hash), with its ports.
+	hosts *genTable[uint64, *beaconHost]
+	// seen admits pairs: a pair gets full state on its second connection,
+	// so the many pairs that talk once never take room from those that
+	// repeat.
+	seen     *firstCache[beaconFirst]
+	hasher   pairHasher
 	expected map[beaconService]string
 	proxies  Nets
 	// first and last bound the input's span (all records, failed or not).
 	first, last time.Time
-	// Evicted counts pairs dropped to keep the table bounded.
-	Evicted int
 }
+
+// beaconHost is one source→destination pair: its connections to each
+// port (the first beaconMaxPorts ports) and, once it used two ports, to
+// any port.
+type beaconHost struct {
+	ports    []beaconPort
+	all      *beaconPair // nil while one port was used
+	overflow bool        // more ports than beaconMaxPorts
+}
+
+type beaconPort struct {
+	port  uint16
+	proto model.Proto
+	p     *beaconPair
+}
+
+// beaconFirst is a pair's first connection, before it is admitted.
+type beaconFirst struct {
+	ts    int64
+	size  uint32
+	port  uint16
+	proto model.Proto
+}
+
+// beaconAdmission is how many first sightings are remembered per tracked
+// pair: they cost 24 bytes where a tracked pair costs hundreds.
+const beaconAdmission = 8
 
 type beaconService struct {
 	proto model.Proto
@@ -63,20 +94,23 @@ type beaconKey struct {
 // stride-th connection: the span of the pair is kept (the histogram needs
 // it) and regular intervals stay regular, just longer.
 type beaconPair struct {
+	key         beaconKey
 	ts          []int64 // connection start, Unix milliseconds
 	sizes       []uint32
 	stride      int
 	seen        int // successful connections
 	reported    int // connections counted in alerts already emitted
 	first, last time.Time
-	ports       map[uint16]struct{} // for the any-port key: ports used (capped)
+	nports      int // for the any-port pair: ports used (capped at beaconMaxPorts, see overflow)
 }
 
-const beaconMaxPorts = 64
+const beaconMaxPorts = 16
 
 // NewBeacon builds the detector from its thresholds.
 func NewBeacon(cfg *config.Config) *Beacon {
-	d := &Beacon{cfg: cfg.Detectors.Beacon, pairs: map[beaconKey]*beaconPair{}, expected: map[beaconService]string{}}
+	bc := cfg.Detectors.Beacon
+	d := &Beacon{cfg: bc, hosts: newGenTable[uint64, *beaconHost](bc.MaxPairs),
+		seen: newFirstCache[beaconFirst](beaconAdmission * bc.MaxPairs), hasher: newPairHasher(), expected: map[beaconService]string{}}
 	for _, e := range d.cfg.Expected {
 		proto := model.ProtoTCP
 		if e.Proto == "udp" {
@@ -93,6 +127,9 @@ func NewBeacon(cfg *config.Config) *Beacon {
 // Name implements Detector.
 func (*Beacon) Name() string { return "beacon" }
 
+// Evicted is how many tracked pairs were dropped to keep the table bounded.
+func (d *Beacon) Evicted() int { return d.hosts.Evicted }
+
 // ObserveConn implements ConnDetector.
 func (d *Beacon) ObserveConn(c *model.Conn, _ Emit) {
 	if d.first.IsZero() || c.TS.Before(d.first) {
@@ -105,40 +142,69 @@ func (d *Beacon) ObserveConn(c *model.Conn, _ Emit) {
 		return
 	}
 	src, dst := c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap()
-	d.add(beaconKey{src: src, dst: dst, port: c.Resp.Port(), proto: c.Proto}, c)
-	if p := d.add(beaconKey{src: src, dst: dst, anyPort: true}, c); len(p.ports) < beaconMaxPorts {
-		if p.ports == nil {
-			p.ports = map[uint16]struct{}{}
+	ts, size := c.TS.UnixMilli(), uint32(min(origSize(c), math.MaxUint32))
+	h := d.hasher.hash(src, dst, 0, 0, 1)
+	host, ok := d.hosts.get(h)
+	if !ok {
+		first, ok := d.seen.take(h)
+		if !ok {
+			d.seen.put(h, beaconFirst{ts, size, c.Resp.Port(), c.Proto})
+			return
 		}
-		p.ports[c.Resp.Port()] = struct{}{}
+		host = &beaconHost{}
+		host.port(src, dst, first.port, first.proto).add(first.ts, first.size, d.cfg.MaxSamples)
+		d.hosts.put(h, host)
+	}
+	if p := host.port(src, dst, c.Resp.Port(), c.Proto); p != nil {
+		p.add(ts, size, d.cfg.MaxSamples)
+	}
+	if host.all != nil {
+		host.all.add(ts, size, d.cfg.MaxSamples)
+		host.all.nports = len(host.ports)
 	}
 }
 
-func (d *Beacon) add(k beaconKey, c *model.Conn) *beaconPair {
-	p := d.pairs[k]
-	if p == nil {
-		if len(d.pairs) >= d.cfg.MaxPairs {
-			d.Evicted += evictOldest(d.pairs, func(p *beaconPair) time.Time { return p.last })
+// port returns the pair for one destination port, creating it (and the
+// any-port pair when a second port appears); nil beyond beaconMaxPorts.
+func (h *beaconHost) port(src, dst netip.Addr, port uint16, proto model.Proto) *beaconPair {
+	for i := range h.ports {
+		if h.ports[i].port == port && h.ports[i].proto == proto {
+			return h.ports[i].p
 		}
-		p = &beaconPair{stride: 1, first: c.TS}
-		d.pairs[k] = p
 	}
-	if c.TS.Before(p.first) {
-		p.first = c.TS
+	if len(h.ports) >= beaconMaxPorts {
+		h.overflow = true
+		return nil
 	}
-	if c.TS.After(p.last) {
-		p.last = c.TS
+	p := &beaconPair{key: beaconKey{src: src, dst: dst, port: port, proto: proto}, stride: 1}
+	if len(h.ports) == 1 {
+		// From the second port on, the pair over any port has its own
+		// samples, starting from the first port's.
+		f := h.ports[0].p
+		h.all = &beaconPair{key: beaconKey{src: src, dst: dst, anyPort: true}, ts: slices.Clone(f.ts), sizes: slices.Clone(f.sizes),
+			stride: f.stride, seen: f.seen, first: f.first, last: f.last}
+	}
+	h.ports = append(h.ports, beaconPort{port, proto, p})
+	return p
+}
+
+func (p *beaconPair) add(ts int64, size uint32, maxSamples int) {
+	t := time.UnixMilli(ts).UTC()
+	if p.seen == 0 || t.Before(p.first) {
+		p.first = t
+	}
+	if t.After(p.last) {
+		p.last = t
 	}
 	p.seen++
 	if p.seen%p.stride != 0 {
-		return p
+		return
 	}
-	if len(p.ts) >= d.cfg.MaxSamples {
+	if len(p.ts) >= maxSamples {
 		p.decimate()
 	}
-	p.ts = append(p.ts, c.TS.UnixMilli())
-	p.sizes = append(p.sizes, uint32(min(origSize(c), math.MaxUint32)))
-	return p
+	p.ts = append(p.ts, ts)
+	p.sizes = append(p.sizes, size)
 }
 
 // decimate halves the samples, keeping every other one in time order.
@@ -201,7 +267,10 @@ func (d *Beacon) score(k beaconKey, p *beaconPair) (beaconScore, bool) {
 	}
 	s := beaconScore{key: k, pair: p, connections: p.seen}
 	ti := describe(intervals)
-	s.tsSkew, s.tsMadm = ti.skewScore(), ti.dispersionScore()
+	// A dozen random intervals can look regular by chance: the dispersion
+	// score is lowered by its sampling error, ~0.5/√n (so 0.14 at 12
+	// intervals, 0.02 at 500), and only then judged.
+	s.tsSkew, s.tsMadm = ti.skewScore(), clamp01(ti.dispersionScore()-0.5/math.Sqrt(float64(len(intervals))))
 	s.ts = (s.tsSkew + s.tsMadm) / 2
 	// Intervals between kept samples are stride connections long.
 	s.interval = time.Duration(ti.median * float64(time.Millisecond) / float64(p.stride))
@@ -273,13 +342,14 @@ func mode(sorted []float64) float64 {
 func (d *Beacon) Flush(_ time.Time, emit Emit) {
 	var scored []beaconScore
 	bestPort := map[[2]netip.Addr]float64{}
-	for k, p := range d.pairs {
+	consider := func(p *beaconPair) {
+		k := p.key
 		if p.seen < d.cfg.MinConnections || p.seen == p.reported {
-			continue
+			return
 		}
 		s, ok := d.score(k, p)
 		if !ok {
-			continue
+			return
 		}
 		if !k.anyPort {
 			pk := [2]netip.Addr{k.src, k.dst}
@@ -287,15 +357,23 @@ func (d *Beacon) Flush(_ time.Time, emit Emit) {
 		}
 		scored = append(scored, s)
 	}
+	d.hosts.all(func(_ uint64, h *beaconHost) {
+		for _, p := range h.ports {
+			consider(p.p)
+		}
+		if h.all != nil {
+			consider(h.all)
+		}
+	})
 	out := scored[:0]
 	anyPort := map[[2]netip.Addr]float64{}
 	for _, s := range scored {
-		if s.score < d.cfg.Score || s.ts < d.cfg.MinTimeScore {
+		if s.score < d.cfg.Score || s.tsMadm < d.cfg.MinTimeScore {
 			continue
 		}
 		pk := [2]netip.Addr{s.key.src, s.key.dst}
 		if s.key.anyPort {
-			if len(s.pair.ports) < 2 || s.score < bestPort[pk]+0.05 {
+			if s.pair.nports < 2 || s.score < bestPort[pk]+0.05 {
 				continue
 			}
 			anyPort[pk] = s.score
@@ -340,7 +418,7 @@ func (d *Beacon) alert(s beaconScore, rank int) alert.Alert {
 	}
 	dest := netip.AddrPortFrom(s.key.dst, s.key.port).String()
 	if s.key.anyPort {
-		dest = s.key.dst.String() + fmt.Sprintf(" (%d ports)", len(s.pair.ports))
+		dest = s.key.dst.String() + fmt.Sprintf(" (%d ports)", s.pair.nports)
 	}
 	title := fmt.Sprintf("beacon %v → %s every %s (score %.2f, %d connections)", s.key.src, dest, roundAge(s.interval), s.score, s.connections)
 	ev := map[string]any{
@@ -350,7 +428,7 @@ func (d *Beacon) alert(s beaconScore, rank int) alert.Alert {
 		"interval_median_s": round3(s.interval.Seconds()), "interval_mad_s": round3(s.intervalMAD.Seconds()),
 		"bytes_median": s.bytesMedian, "bytes_mad": s.bytesMAD,
 		"window_s": round3(d.last.Sub(d.first).Seconds()), "sampling_stride": s.pair.stride,
-		"threshold": map[string]float64{"score": d.cfg.Score, "min_time_score": d.cfg.MinTimeScore, "medium": d.cfg.MediumScore, "high": d.cfg.HighScore},
+		"threshold": map[string]float64{"score": d.cfg.Score, "min_time_madm_score": d.cfg.MinTimeScore, "medium": d.cfg.MediumScore, "high": d.cfg.HighScore},
 	}
 	if s.histBins >= 4 {
 		ev["histogram_score"], ev["histogram_coverage"], ev["histogram_consistency"], ev["histogram_bins"] =

@@ -105,13 +105,13 @@ func TestBeaconRanking(t *testing.T) {
 	}
 }
 
-// TestBeaconShortAndJittered is the lab's shape: a check-in every 1.5 s
-// ±30% for 25 s inside a minute of other traffic; the histogram is not
-// judged over so short an input... unless it spans enough intervals.
+// TestBeaconShortAndJittered is the lab's shape: a check-in every second
+// ±30% for 30 s inside a minute of other traffic; the histogram spreads
+// over the minute (24 bins of 2.5 s).
 func TestBeaconShortAndJittered(t *testing.T) {
 	g := connsim.New(2)
 	cs := g.Beacon(connsim.Beacon{Src: connsim.Addr("10.9.0.11"), Dst: connsim.Addr("10.9.0.2"), Port: 8080,
-		Interval: 1500 * time.Millisecond, Jitter: 0.3, Size: 120, Reply: 40, From: connsim.Start.Add(10 * time.Second), Span: 25 * time.Second})
+		Interval: time.Second, Jitter: 0.3, Size: 120, Reply: 40, From: connsim.Start.Add(10 * time.Second), Span: 30 * time.Second})
 	cs = append(cs, g.Mix([]netip.Addr{connsim.Addr("10.9.0.12")}, []netip.Addr{connsim.Addr("10.9.0.2")}, connsim.Start, time.Minute, 40)...)
 	as := runTraffic(t, []Detector{NewBeacon(defaults(t))}, cs)
 	if len(as) != 1 || as[0].Src != connsim.Addr("10.9.0.11") || as[0].Dst != connsim.Addr("10.9.0.2") {

@@ -47,6 +47,7 @@ type Detector interface {
 // Engine feeds records to the enabled detectors and aggregates their alerts.
 type Engine struct {
 	detectors []Detector
+	emits     []Emit // emits[i] is detectors[i]'s
 	agg       *alert.Aggregator
 	source    string
 	log       *slog.Logger
@@ -61,7 +62,14 @@ func NewEngine(detectors []Detector, source string, log *slog.Logger) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{detectors: detectors, agg: alert.NewAggregator(), source: source, log: log}
+	e := &Engine{detectors: detectors, agg: alert.NewAggregator(), source: source, log: log}
+	// One emit function per detector, made once: making it per record
+	// was an allocation per record per detector.
+	e.emits = make([]Emit, len(detectors))
+	for i, d := range detectors {
+		e.emits[i] = e.emitFor(d.Name())
+	}
+	return e
 }
 
 // Detectors returns the names of the detectors the engine runs.
@@ -117,7 +125,7 @@ func (e *Engine) SetSource(source string) { e.source = source }
 // ObserveConn runs every connection detector on c. A detector that panics
 // is reported once per call and the others still run.
 func (e *Engine) ObserveConn(c *model.Conn) (errs []error) {
-	for _, d := range e.detectors {
+	for i, d := range e.detectors {
 		cd, ok := d.(ConnDetector)
 		if !ok {
 			continue
@@ -128,7 +136,7 @@ func (e *Engine) ObserveConn(c *model.Conn) (errs []error) {
 					errs = append(errs, fmt.Errorf("detector %s failed on connection %s: %v", d.Name(), c.UID, r))
 				}
 			}()
-			cd.ObserveConn(c, e.emitFor(d.Name()))
+			cd.ObserveConn(c, e.emits[i])
 		}()
 	}
 	return errs

@@ -22,16 +22,34 @@ import (
 type Exfiltration struct {
 	cfg      config.Exfiltration
 	internal Nets
-	pairs    map[[2]netip.Addr]*exfilVolume
-	sources  map[netip.Addr]*exfilSource
-	// Evicted counts pairs and sources dropped to keep the tables bounded.
-	Evicted int
+	pairs    *genTable[uint64, *exfilVolume] // by hash of source and destination
+	sources  *genTable[uint64, *exfilSource] // by hash of the address
+	// seen admits pairs on their second connection (or a first one big
+	// enough alone): one-off pairs stay a hash and two counters.
+	seen   *firstCache[exfilFirst]
+	hasher pairHasher
 }
 
+type exfilFirst struct {
+	sent, received uint64
+	first, last    int64 // Unix nanoseconds
+	port           uint16
+	open           bool
+}
+
+// exfilAdmission is how many first sightings are kept per tracked pair.
+const exfilAdmission = 4
+
+// Evicted is how many pairs and sources were dropped to keep the tables
+// bounded.
+func (d *Exfiltration) Evicted() int { return d.pairs.Evicted + d.sources.Evicted }
+
 type exfilVolume struct {
+	key            [2]netip.Addr
 	sent, received uint64
 	conns          int
-	ports          map[uint16]struct{} // capped at exfilMaxPorts
+	ports          [exfilMaxPorts]uint16 // the first distinct destination ports
+	nports         uint8
 	first, last    time.Time
 	open           bool   // a connection of it was still open at the end of the input
 	reported       uint64 // sent bytes already reported
@@ -39,6 +57,7 @@ type exfilVolume struct {
 }
 
 type exfilSource struct {
+	addr  netip.Addr
 	total exfilVolume
 	// hist holds the bytes sent in the last spike_history buckets, oldest
 	// first; cur is the bucket being filled.
@@ -51,11 +70,13 @@ type exfilSource struct {
 	maxPair uint64
 }
 
-const exfilMaxPorts = 16
+const exfilMaxPorts = 8
 
 // NewExfiltration builds the detector from its thresholds.
 func NewExfiltration(cfg *config.Config) *Exfiltration {
-	d := &Exfiltration{cfg: cfg.Detectors.Exfiltration, pairs: map[[2]netip.Addr]*exfilVolume{}, sources: map[netip.Addr]*exfilSource{}}
+	ex := cfg.Detectors.Exfiltration
+	d := &Exfiltration{cfg: ex, pairs: newGenTable[uint64, *exfilVolume](ex.MaxPairs), sources: newGenTable[uint64, *exfilSource](ex.MaxSources),
+		seen: newFirstCache[exfilFirst](exfilAdmission * ex.MaxPairs), hasher: newPairHasher()}
 	for _, p := range cfg.Networks.Internal {
 		d.internal = append(d.internal, p.Prefix)
 	}
@@ -78,11 +99,18 @@ func (v *exfilVolume) add(c *model.Conn) {
 	if isOpen(c) {
 		v.open = true
 	}
-	if len(v.ports) < exfilMaxPorts {
-		if v.ports == nil {
-			v.ports = map[uint16]struct{}{}
+	v.addPort(c.Resp.Port())
+}
+
+func (v *exfilVolume) addPort(port uint16) {
+	for _, p := range v.ports[:v.nports] {
+		if p == port {
+			return
 		}
-		v.ports[c.Resp.Port()] = struct{}{}
+	}
+	if int(v.nports) < exfilMaxPorts {
+		v.ports[v.nports] = port
+		v.nports++
 	}
 }
 
@@ -100,32 +128,43 @@ func (d *Exfiltration) ObserveConn(c *model.Conn, emit Emit) {
 	}
 	src, dst := c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap()
 	key := [2]netip.Addr{src, dst}
-	p := d.pairs[key]
-	if p == nil {
-		if len(d.pairs) >= d.cfg.MaxPairs {
-			d.Evicted += evictOldest(d.pairs, func(v *exfilVolume) time.Time { return v.last })
+	h := d.hasher.hash(src, dst, 0, 0, 2)
+	p, ok := d.pairs.get(h)
+	if !ok {
+		first, seen := d.seen.take(h)
+		if !seen && c.OrigBytes < d.cfg.PairBytes {
+			d.seen.put(h, exfilFirst{c.OrigBytes, c.RespBytes, c.TS.UnixNano(), c.LastSeen().UnixNano(), c.Resp.Port(), isOpen(c)})
+			p = nil
+		} else {
+			p = &exfilVolume{key: key}
+			if seen {
+				p.sent, p.received, p.conns, p.open = first.sent, first.received, 1, first.open
+				p.first, p.last = time.Unix(0, first.first).UTC(), time.Unix(0, first.last).UTC()
+				p.addPort(first.port)
+			}
+			d.pairs.put(h, p)
 		}
-		p = &exfilVolume{}
-		d.pairs[key] = p
 	}
-	p.add(c)
-	if p.reported == 0 && p.sent >= d.cfg.PairBytes && p.pcr() >= d.cfg.MinPCR {
+	if p != nil {
+		p.add(c)
+	}
+	if p != nil && p.reported == 0 && p.sent >= d.cfg.PairBytes && p.pcr() >= d.cfg.MinPCR {
 		emit(d.pairAlert(key, p))
 		p.reported, p.reportedConns = p.sent, p.conns
 	}
 
-	s := d.sources[src]
-	if s == nil {
-		if len(d.sources) >= d.cfg.MaxSources {
-			d.Evicted += evictOldest(d.sources, func(s *exfilSource) time.Time { return s.total.last })
-		}
-		s = &exfilSource{curStart: c.TS.Truncate(d.cfg.SpikeBucket.Duration)}
-		d.sources[src] = s
+	hs := d.hasher.hash(src, netip.Addr{}, 0, 0, 4)
+	s, ok := d.sources.get(hs)
+	if !ok {
+		s = &exfilSource{addr: src, curStart: c.TS.Truncate(d.cfg.SpikeBucket.Duration)}
+		d.sources.put(hs, s)
 	}
 	s.total.add(c)
 	d.advance(src, s, c.TS, emit)
 	s.cur += c.OrigBytes
-	s.maxPair = max(s.maxPair, p.sent)
+	if p != nil {
+		s.maxPair = max(s.maxPair, p.sent)
+	}
 	if s.total.reported == 0 && s.total.sent >= d.cfg.SourceBytes && s.total.pcr() >= d.cfg.MinPCR && s.maxPair*10 < s.total.sent*9 {
 		emit(d.sourceAlert(src, s))
 		s.total.reported, s.total.reportedConns = s.total.sent, s.total.conns
@@ -215,8 +254,8 @@ func (d *Exfiltration) pairAlert(key [2]netip.Addr, p *exfilVolume) alert.Alert 
 	if p.open {
 		open = ", still open"
 	}
-	ports := make([]int, 0, len(p.ports))
-	for port := range p.ports {
+	ports := make([]int, 0, p.nports)
+	for _, port := range p.ports[:p.nports] {
 		ports = append(ports, int(port))
 	}
 	slices.Sort(ports)
@@ -263,30 +302,36 @@ func (d *Exfiltration) sourceAlert(src netip.Addr, s *exfilSource) alert.Alert {
 // Flush implements Flusher: the current buckets are judged and the final
 // figures of every reported pair and source replace the first ones.
 func (d *Exfiltration) Flush(_ time.Time, emit Emit) {
-	srcs := make([]netip.Addr, 0, len(d.sources))
-	for a := range d.sources {
-		srcs = append(srcs, a)
+	type src struct {
+		a netip.Addr
+		s *exfilSource
 	}
-	slices.SortFunc(srcs, netip.Addr.Compare)
-	for _, a := range srcs {
-		s := d.sources[a]
+	srcs := make([]src, 0, d.sources.len())
+	d.sources.all(func(_ uint64, s *exfilSource) { srcs = append(srcs, src{s.addr, s}) })
+	slices.SortFunc(srcs, func(x, y src) int { return x.a.Compare(y.a) })
+	for _, x := range srcs {
+		a, s := x.a, x.s
 		d.judgeSpike(a, s, emit)
 		if s.total.reported > 0 && s.total.sent > s.total.reported {
 			emit(d.sourceAlert(a, s))
 			s.total.reported, s.total.reportedConns = s.total.sent, s.total.conns
 		}
 	}
-	keys := make([][2]netip.Addr, 0)
-	for k, p := range d.pairs {
-		if p.reported > 0 && p.sent > p.reported {
-			keys = append(keys, k)
-		}
+	type pair struct {
+		k [2]netip.Addr
+		p *exfilVolume
 	}
-	slices.SortFunc(keys, func(a, b [2]netip.Addr) int {
-		return cmp.Or(a[0].Compare(b[0]), a[1].Compare(b[1]))
+	var pairs []pair
+	d.pairs.all(func(_ uint64, p *exfilVolume) {
+		if p.reported > 0 && p.sent > p.reported {
+			pairs = append(pairs, pair{p.key, p})
+		}
 	})
-	for _, k := range keys {
-		p := d.pairs[k]
+	slices.SortFunc(pairs, func(a, b pair) int {
+		return cmp.Or(a.k[0].Compare(b.k[0]), a.k[1].Compare(b.k[1]))
+	})
+	for _, x := range pairs {
+		k, p := x.k, x.p
 		emit(d.pairAlert(k, p))
 		p.reported, p.reportedConns = p.sent, p.conns
 	}

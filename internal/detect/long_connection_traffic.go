@@ -20,12 +20,17 @@ import (
 // whose connections together cover most of the input's span: a channel
 // re-opened as soon as it drops.
 type LongConnectionTraffic struct {
-	cfg         config.LongConnectionTraffic
-	pairs       map[longPairKey]*longPair
+	cfg   config.LongConnectionTraffic
+	pairs *genTable[uint64, *longPair] // by hash of the longPairKey
+	// seen admits pairs on their second connection; one-off pairs stay a
+	// hash and a span.
+	seen        *firstCache[[2]int64]
+	hasher      pairHasher
 	first, last time.Time
-	// Evicted counts pairs dropped to keep the table bounded.
-	Evicted int
 }
+
+// Evicted is how many pairs were dropped to keep the tables bounded.
+func (d *LongConnectionTraffic) Evicted() int { return d.pairs.Evicted }
 
 type longPairKey struct {
 	src, dst netip.Addr
@@ -37,6 +42,7 @@ type longPairKey struct {
 // disjoint intervals; when there are too many, the two closest merge,
 // which can only overstate coverage by the gap closed.
 type longPair struct {
+	key      longPairKey
 	spans    [][2]int64 // Unix milliseconds, sorted, disjoint
 	conns    int
 	reported bool
@@ -48,7 +54,9 @@ const longPairMaxSpans = 32
 
 // NewLongConnectionTraffic builds the detector from its thresholds.
 func NewLongConnectionTraffic(cfg *config.Config) *LongConnectionTraffic {
-	return &LongConnectionTraffic{cfg: cfg.Detectors.LongConnection.Traffic, pairs: map[longPairKey]*longPair{}}
+	lt := cfg.Detectors.LongConnection.Traffic
+	return &LongConnectionTraffic{cfg: lt, pairs: newGenTable[uint64, *longPair](lt.MaxPairs),
+		seen: newFirstCache[[2]int64](4 * lt.MaxPairs), hasher: newPairHasher()}
 }
 
 // Name implements Detector.
@@ -68,14 +76,21 @@ func (d *LongConnectionTraffic) ObserveConn(c *model.Conn, emit Emit) {
 	if c.Duration >= d.cfg.Low.Duration {
 		emit(d.connAlert(c))
 	}
+	if c.Duration < d.cfg.PairMinDuration.Duration {
+		return
+	}
 	k := longPairKey{c.Orig.Addr().Unmap(), c.Resp.Addr().Unmap(), c.Resp.Port(), c.Proto}
-	p := d.pairs[k]
-	if p == nil {
-		if len(d.pairs) >= d.cfg.MaxPairs {
-			d.Evicted += evictOldest(d.pairs, func(p *longPair) time.Time { return p.last })
+	h := d.hasher.hash(k.src, k.dst, k.port, k.proto, 3)
+	p, ok := d.pairs.get(h)
+	if !ok {
+		span, seen := d.seen.take(h)
+		if !seen {
+			d.seen.put(h, [2]int64{c.TS.UnixMilli(), c.LastSeen().UnixMilli()})
+			return
 		}
-		p = &longPair{}
-		d.pairs[k] = p
+		p = &longPair{key: k, conns: 1}
+		p.addSpan(span[0], span[1])
+		d.pairs.put(h, p)
 	}
 	p.conns++
 	p.open = p.open || isOpen(c)
@@ -86,6 +101,17 @@ func (d *LongConnectionTraffic) ObserveConn(c *model.Conn, emit Emit) {
 }
 
 func (p *longPair) addSpan(a, b int64) {
+	// Records come in time order: the new span extends or follows the last.
+	if n := len(p.spans); n == 0 || a >= p.spans[n-1][0] {
+		switch {
+		case n > 0 && a <= p.spans[n-1][1]:
+			p.spans[n-1][1] = max(p.spans[n-1][1], b)
+			return
+		case n < longPairMaxSpans:
+			p.spans = append(p.spans, [2]int64{a, b})
+			return
+		}
+	}
 	i, _ := slices.BinarySearchFunc(p.spans, a, func(s [2]int64, t int64) int { return cmp.Compare(s[0], t) })
 	p.spans = slices.Insert(p.spans, i, [2]int64{a, b})
 	// Merge overlaps around the insertion point.
@@ -164,15 +190,16 @@ func (d *LongConnectionTraffic) Flush(_ time.Time, emit Emit) {
 		cov float64
 	}
 	var hits []hit
-	for k, p := range d.pairs {
+	d.pairs.all(func(_ uint64, p *longPair) {
+		k := p.key
 		// One connection covering the span is the connection alert's.
 		if p.reported || p.conns < 2 {
-			continue
+			return
 		}
 		if cov := float64(p.covered()) / float64(span); cov >= d.cfg.PairCoverage {
 			hits = append(hits, hit{k, p, cov})
 		}
-	}
+	})
 	slices.SortFunc(hits, func(a, b hit) int {
 		return cmp.Or(cmp.Compare(b.cov, a.cov), a.k.src.Compare(b.k.src), a.k.dst.Compare(b.k.dst), cmp.Compare(a.k.port, b.k.port))
 	})
