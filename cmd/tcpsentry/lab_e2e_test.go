@@ -15,8 +15,9 @@ import (
 
 // TestLab records real attacks in the namespace lab (lab/run.sh) and checks
 // what analyze and eval make of them: every nmap scan type named, the
-// floods on the right target, nothing high on the benign clients, and the
-// same scans from the conn.log of the capture.
+// floods on the right target, the implant's beacon and the upload found,
+// nothing high on the benign clients, and the same scans from the conn.log
+// of the capture.
 func TestLab(t *testing.T) {
 	testenv.NeedRoot(t)
 	for _, tool := range []string{"nmap", "hping3", "ncat", "tcpdump", "ethtool"} {
@@ -52,7 +53,8 @@ func TestLab(t *testing.T) {
 	// Every scan type must be named below; at the event level one of the
 	// nine scans was missed once, while a benchmark loaded both cores (an
 	// nmap run under load can finish before sending enough probes).
-	if recall["portscan"] < 8.0/9 || recall["synflood"] != 1 || r.HighOnBenign != 0 {
+	// The implant's beacon and the 40 MB upload must be found too.
+	if recall["portscan"] < 8.0/9 || recall["synflood"] != 1 || recall["beacon"] != 1 || recall["exfil"] != 1 || r.HighOnBenign != 0 {
 		t.Errorf("eval: recall %v, high or critical alerts on benign traffic %d", recall, r.HighOnBenign)
 	}
 
@@ -70,14 +72,21 @@ func TestLab(t *testing.T) {
 			t.Fatalf("analyze %s: exit %d: %s", input, code, stderr)
 		}
 		var probes []string
-		floods := 0
+		floods, beacons, uploads := 0, 0, 0
 		for _, a := range parseAlerts(t, out) {
 			switch a.Detector {
 			case "scan":
 				probes = append(probes, a.Evidence["probe"].(string))
 			case "flood":
 				floods++
+			case "beacon":
+				beacons++
+			case "exfiltration":
+				uploads++
 			}
+		}
+		if beacons != 1 || uploads != 1 {
+			t.Errorf("analyze %s: %d beacon and %d exfiltration alerts, want 1 each", filepath.Base(input), beacons, uploads)
 		}
 		slices.Sort(probes)
 		want := []string{"ack", "fin", "maimon", "null", "syn", "udp", "xmas"}

@@ -98,10 +98,10 @@ type beaconPair struct {
 	ts          []int64 // connection start, Unix milliseconds
 	sizes       []uint32
 	stride      int
-	seen        int // successful connections
-	reported    int // connections counted in alerts already emitted
-	first, last time.Time
-	nports      int // for the any-port pair: ports used (capped at beaconMaxPorts, see overflow)
+	seen        int   // successful connections
+	reported    int   // connections counted in alerts already emitted
+	first, last int64 // Unix milliseconds
+	nports      int   // for the any-port pair: ports used (capped at beaconMaxPorts, see overflow)
 }
 
 const beaconMaxPorts = 16
@@ -189,12 +189,11 @@ func (h *beaconHost) port(src, dst netip.Addr, port uint16, proto model.Proto) *
 }
 
 func (p *beaconPair) add(ts int64, size uint32, maxSamples int) {
-	t := time.UnixMilli(ts).UTC()
-	if p.seen == 0 || t.Before(p.first) {
-		p.first = t
+	if p.seen == 0 || ts < p.first {
+		p.first = ts
 	}
-	if t.After(p.last) {
-		p.last = t
+	if ts > p.last {
+		p.last = ts
 	}
 	p.seen++
 	if p.seen%p.stride != 0 {
@@ -467,8 +466,8 @@ func (d *Beacon) alert(s beaconScore, rank int) alert.Alert {
 		Src:       s.key.src,
 		Dst:       s.key.dst,
 		Proto:     s.key.proto,
-		FirstSeen: s.pair.first,
-		LastSeen:  s.pair.last,
+		FirstSeen: time.UnixMilli(s.pair.first).UTC(),
+		LastSeen:  time.UnixMilli(s.pair.last).UTC(),
 		Count:     s.pair.seen - s.pair.reported,
 		Evidence:  ev,
 	}

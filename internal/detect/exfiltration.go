@@ -50,7 +50,7 @@ type exfilVolume struct {
 	conns          int
 	ports          [exfilMaxPorts]uint16 // the first distinct destination ports
 	nports         uint8
-	first, last    time.Time
+	first, last    int64  // Unix nanoseconds
 	open           bool   // a connection of it was still open at the end of the input
 	reported       uint64 // sent bytes already reported
 	reportedConns  int    // connections counted in alerts already emitted
@@ -90,10 +90,10 @@ func (v *exfilVolume) add(c *model.Conn) {
 	v.sent += c.OrigBytes
 	v.received += c.RespBytes
 	v.conns++
-	if v.first.IsZero() || c.TS.Before(v.first) {
-		v.first = c.TS
+	if ts := c.TS.UnixNano(); v.conns == 1 || ts < v.first {
+		v.first = ts
 	}
-	if ls := c.LastSeen(); ls.After(v.last) {
+	if ls := c.LastSeen().UnixNano(); ls > v.last {
 		v.last = ls
 	}
 	if isOpen(c) {
@@ -139,7 +139,7 @@ func (d *Exfiltration) ObserveConn(c *model.Conn, emit Emit) {
 			p = &exfilVolume{key: key}
 			if seen {
 				p.sent, p.received, p.conns, p.open = first.sent, first.received, 1, first.open
-				p.first, p.last = time.Unix(0, first.first).UTC(), time.Unix(0, first.last).UTC()
+				p.first, p.last = first.first, first.last
 				p.addPort(first.port)
 			}
 			d.pairs.put(h, p)
@@ -269,8 +269,8 @@ func (d *Exfiltration) pairAlert(key [2]netip.Addr, p *exfilVolume) alert.Alert 
 		Attack:    []string{"T1048", "T1041"},
 		Src:       key[0],
 		Dst:       key[1],
-		FirstSeen: p.first,
-		LastSeen:  p.last,
+		FirstSeen: time.Unix(0, p.first).UTC(),
+		LastSeen:  time.Unix(0, p.last).UTC(),
 		Count:     p.conns - p.reportedConns,
 		Evidence: map[string]any{
 			"kind": "pair", "score": float64(p.sent), "bytes_sent": p.sent, "bytes_received": p.received, "pcr": round3(p.pcr()),
@@ -289,8 +289,8 @@ func (d *Exfiltration) sourceAlert(src netip.Addr, s *exfilSource) alert.Alert {
 		Confidence: round3(0.4 + 0.4*clamp01(v.pcr())),
 		Attack:     []string{"T1048", "T1041"},
 		Src:        src,
-		FirstSeen:  v.first,
-		LastSeen:   v.last,
+		FirstSeen:  time.Unix(0, v.first).UTC(),
+		LastSeen:   time.Unix(0, v.last).UTC(),
 		Count:      v.conns - v.reportedConns,
 		Evidence: map[string]any{
 			"kind": "source", "score": float64(v.sent), "bytes_sent": v.sent, "bytes_received": v.received, "pcr": round3(v.pcr()),
