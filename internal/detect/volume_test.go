@@ -18,16 +18,6 @@ var (
 	simServers = []netip.Addr{connsim.Addr("203.0.113.1"), connsim.Addr("203.0.113.2"), connsim.Addr("10.3.1.1")}
 )
 
-func byDetector(as []alert.Alert, name string) []alert.Alert {
-	var out []alert.Alert
-	for _, a := range as {
-		if a.Detector == name {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 func TestLongConnectionTraffic(t *testing.T) {
 	g := connsim.New(4)
 	cs := g.Mix(simClients, simServers, connsim.Start, 6*time.Hour, 3000)
