@@ -130,6 +130,9 @@ func (*Beacon) Name() string { return "beacon" }
 // Evicted is how many tracked pairs were dropped to keep the table bounded.
 func (d *Beacon) Evicted() int { return d.hosts.Evicted }
 
+// Notes implements Noter.
+func (d *Beacon) Notes() []string { return evictionNote("beacon", d.Evicted(), d.cfg.MaxPairs) }
+
 // ObserveConn implements ConnDetector.
 func (d *Beacon) ObserveConn(c *model.Conn, _ Emit) {
 	if d.first.IsZero() || c.TS.Before(d.first) {

@@ -44,6 +44,11 @@ const exfilAdmission = 4
 // bounded.
 func (d *Exfiltration) Evicted() int { return d.pairs.Evicted + d.sources.Evicted }
 
+// Notes implements Noter.
+func (d *Exfiltration) Notes() []string {
+	return evictionNote("exfiltration", d.Evicted(), d.cfg.MaxPairs)
+}
+
 type exfilVolume struct {
 	key            [2]netip.Addr
 	sent, received uint64

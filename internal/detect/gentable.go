@@ -2,6 +2,7 @@ package detect
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/maphash"
 	"math/bits"
 	"net/netip"
@@ -99,13 +100,17 @@ func (h pairHasher) hash(src, dst netip.Addr, port uint16, proto model.Proto, ta
 }
 
 // firstCache remembers the first sighting of keys in a direct-mapped
-// array: one memory access per lookup, no allocation, fixed size. A new
+// array: one memory access per lookup, no allocation, bounded size. A new
 // key overwrites whatever shared its slot, which is how one-off keys are
-// forgotten; a key seen again before that is admitted to full state.
+// forgotten; a key seen again before that is admitted to full state. The
+// array starts small and doubles (rehashing) while puts outnumber half its
+// slots, up to the capacity, so a small input does not pay for a large one.
 type firstCache[V any] struct {
 	tags []uint64
 	vals []V
 	mask uint64
+	max  int
+	puts int
 }
 
 func newFirstCache[V any](capacity int) *firstCache[V] {
@@ -113,7 +118,21 @@ func newFirstCache[V any](capacity int) *firstCache[V] {
 	for n < capacity {
 		n <<= 1
 	}
-	return &firstCache[V]{tags: make([]uint64, n), vals: make([]V, n), mask: uint64(n - 1)}
+	c := &firstCache[V]{max: n}
+	c.resize(min(n, 4096))
+	return c
+}
+
+func (c *firstCache[V]) resize(n int) {
+	tags, vals := c.tags, c.vals
+	c.tags, c.vals, c.mask, c.puts = make([]uint64, n), make([]V, n), uint64(n-1), 0
+	for i, t := range tags {
+		if t != 0 {
+			j := t & c.mask
+			c.tags[j], c.vals[j] = t, vals[i]
+			c.puts++
+		}
+	}
 }
 
 // take returns and forgets h's first sighting, if it is still there.
@@ -130,7 +149,18 @@ func (c *firstCache[V]) take(h uint64) (V, bool) {
 
 // put records h's first sighting.
 func (c *firstCache[V]) put(h uint64, v V) {
+	if c.puts++; c.puts > len(c.tags)/2 && len(c.tags) < c.max {
+		c.resize(2 * len(c.tags))
+	}
 	h |= 1
 	i := h & c.mask
 	c.tags[i], c.vals[i] = h, v
+}
+
+// evictionNote is a detector's word on pairs it had to forget.
+func evictionNote(name string, evicted, capacity int) []string {
+	if evicted == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s: %d idle pairs forgotten to stay within max_pairs (%d); raise it if the input has more active pairs", name, evicted, capacity)}
 }

@@ -32,6 +32,11 @@ type LongConnectionTraffic struct {
 // Evicted is how many pairs were dropped to keep the tables bounded.
 func (d *LongConnectionTraffic) Evicted() int { return d.pairs.Evicted }
 
+// Notes implements Noter.
+func (d *LongConnectionTraffic) Notes() []string {
+	return evictionNote("long-connection", d.Evicted(), d.cfg.MaxPairs)
+}
+
 type longPairKey struct {
 	src, dst netip.Addr
 	port     uint16
