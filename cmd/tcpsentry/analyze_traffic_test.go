@@ -117,6 +117,9 @@ func TestBaselineLearnTrafficAndAnomaly(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "learned traffic model") {
 		t.Fatalf("baseline learn: exit %d: %s%s", code, out, stderr)
 	}
+	if out, stderr, code := run(t, "baseline", "show", "--store", db, "--model", "traffic"); code != 0 || !strings.Contains(out, "udp/53") {
+		t.Errorf("baseline show --model: exit %d: %s%s", code, out, stderr)
+	}
 	test := g.Mix(clients, servers, connsim.Start.Add(24*time.Hour), 6*time.Hour, 5000)
 	test = append(test, g.Conn(connsim.Start.Add(27*time.Hour), connsim.Addr("10.6.0.66"), connsim.Addr("10.6.1.1"), 53, model.ProtoUDP, 15*time.Minute, 3_000_000, 2_500_000))
 	log := writeConnLog(t, dir, "test.log", test)

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/tcpsentry/tcpsentry/internal/host"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 	"github.com/tcpsentry/tcpsentry/internal/output"
+	"github.com/tcpsentry/tcpsentry/internal/store"
 )
 
 func newBaselineCmd() *cobra.Command {
@@ -154,10 +157,11 @@ func newBaselineShowCmd() *cobra.Command {
 	var (
 		common  commonFlags
 		jsonOut bool
+		model   string
 	)
 	cmd := &cobra.Command{
 		Use:   "show",
-		Short: "Print the host's learned baseline",
+		Short: "Print the host's learned baseline, or with --model a learned traffic model",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -170,6 +174,9 @@ func newBaselineShowCmd() *cobra.Command {
 				return fmt.Errorf("baseline show needs the store")
 			}
 			defer st.Close()
+			if model != "" {
+				return showTrafficModel(cmd, st, model, jsonOut)
+			}
 			set, at, err := st.LoadBaseline(ctx, hostSource())
 			if err != nil {
 				return err
@@ -206,8 +213,45 @@ func newBaselineShowCmd() *cobra.Command {
 		},
 	}
 	common.register(cmd)
-	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON profile per line")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON profile per line (with --model: the model as one JSON object)")
+	cmd.Flags().StringVar(&model, "model", "", "show the traffic model of this name (baseline learn FILE... stores \"traffic\")")
 	return cmd
+}
+
+// showTrafficModel prints what a learned traffic model holds: its inputs,
+// and per port group the usual bytes per packet and connection shape.
+func showTrafficModel(cmd *cobra.Command, st *store.Store, name string, jsonOut bool) error {
+	m, err := st.LoadTrafficModel(cmd.Context(), name)
+	if err != nil {
+		return err
+	}
+	if m == nil {
+		return fmt.Errorf("no traffic model %q in %s (run tcpsentry baseline learn FILE...)", name, st.Path())
+	}
+	w := cmd.OutOrStdout()
+	if jsonOut {
+		return json.NewEncoder(w).Encode(m)
+	}
+	fmt.Fprintf(w, "traffic model %q learned %s from %d established connections (%d records, %s .. %s)\n",
+		name, m.Learned.Format(time.RFC3339), m.Used, m.Records, m.From.UTC().Format(time.RFC3339), m.To.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "inputs: %s\n", orNone(m.Inputs))
+	groups := make([]string, 0, len(m.PacketSize))
+	for g := range m.PacketSize {
+		groups = append(groups, g)
+	}
+	slices.SortFunc(groups, func(a, b string) int { return cmp.Compare(m.Anomaly.PortShare[b], m.Anomaly.PortShare[a]) })
+	fmt.Fprintf(w, "%-12s %8s %10s %10s %14s %s\n", "port", "share", "orig B/pkt", "resp B/pkt", "median bytes", "own anomaly profile")
+	for _, g := range groups {
+		p := m.PacketSize[g]
+		own := "no (rare: uses all traffic's)"
+		median := "-"
+		if sums, ok := m.Anomaly.Groups[g]; ok {
+			own = "yes"
+			median = fmt.Sprintf("%.0f/%.0f", math.Exp2(sums[1].Median)-1, math.Exp2(sums[2].Median)-1)
+		}
+		fmt.Fprintf(w, "%-12s %7.2f%% %10.0f %10.0f %14s %s\n", g, 100*m.Anomaly.PortShare[g], math.Exp2(p.Orig.Median), math.Exp2(p.Resp.Median), median, own)
+	}
+	return nil
 }
 
 func keys(m map[string]bool) string {
