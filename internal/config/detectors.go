@@ -80,12 +80,16 @@ type PacketSize struct {
 	Z          float64 `yaml:"z"`           // robust z-score of log bytes per packet
 	MinPackets uint64  `yaml:"min_packets"` // packets one direction needs before it is judged
 	MinSamples int     `yaml:"min_samples"` // connections a port's profile needs to be trusted
+	// RangeMargin (log2 units) widens the learned range (0.1%–99.9%)
+	// before a size counts as outside it.
+	RangeMargin float64 `yaml:"range_margin"`
 }
 
 // Anomaly thresholds for the learned multivariate model.
 type Anomaly struct {
 	Enabled     bool    `yaml:"enabled"`
 	Score       float64 `yaml:"score"`        // report connections scoring at least this
+	FreeZ       float64 `yaml:"free_z"`       // |z| every feature may reach without adding to the score
 	FeatureZ    float64 `yaml:"feature_z"`    // a feature counts as deviating from this robust z
 	MinFeatures int     `yaml:"min_features"` // features that must deviate together
 	MinSamples  int     `yaml:"min_samples"`  // training connections a port group needs; else the global group
@@ -289,12 +293,12 @@ func (c *Config) semantic(report func(path string, err error)) {
 	if ex.SpikeFactor <= 1 {
 		report("$.detectors.exfiltration.spike_factor", fmt.Errorf("%v: must be above 1", ex.SpikeFactor))
 	}
-	if ps := c.Detectors.PacketSize; ps.Z <= 0 || ps.MinSamples < 1 {
-		report("$.detectors.packet-size.z", fmt.Errorf("z must be positive and min_samples at least 1"))
+	if ps := c.Detectors.PacketSize; ps.Z <= 0 || ps.MinSamples < 1 || ps.RangeMargin < 0 {
+		report("$.detectors.packet-size.z", fmt.Errorf("z must be positive, min_samples at least 1, range_margin not negative"))
 	}
 	an := c.Detectors.Anomaly
-	if an.Score <= 0 || an.FeatureZ <= 0 {
-		report("$.detectors.anomaly.score", fmt.Errorf("score and feature_z must be positive"))
+	if an.Score <= 0 || an.FeatureZ <= 0 || an.FreeZ < 0 {
+		report("$.detectors.anomaly.score", fmt.Errorf("score and feature_z must be positive, free_z not negative"))
 	}
 	for _, v := range []struct {
 		key string

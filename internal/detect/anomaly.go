@@ -13,16 +13,12 @@ import (
 	"github.com/tcpsentry/tcpsentry/internal/model"
 )
 
-// anomalyNormal is the |z| every feature may reach for free: ordinary
-// spread adds nothing to the score.
-const anomalyNormal = 3
-
 // Anomaly scores each established connection against the learned model:
 // a robust z-score per feature (duration, bytes and packets each way,
 // bytes per packet each way, all log2), against the summaries learned for
 // its destination port (or all traffic when the port was rare in
 // training). The score is the root of the summed squares of the z-scores
-// beyond anomalyNormal; a connection is reported when the score passes the
+// beyond free_z (ordinary spread adds nothing); a connection is reported when the score passes the
 // threshold and at least min_features features deviate together. The
 // evidence lists those features with their values, usual values and
 // z-scores, strongest first: the explanation of the score.
@@ -77,7 +73,7 @@ func (d *Anomaly) ObserveConn(c *model.Conn, emit Emit) {
 	for i, v := range f {
 		s := sums[i]
 		z := (v - s.Median) / (madScale*s.MAD + sizeFloor)
-		if e := math.Abs(z) - anomalyNormal; e > 0 {
+		if e := math.Abs(z) - d.cfg.FreeZ; e > 0 {
 			sq += e * e
 		}
 		if math.Abs(z) >= d.cfg.FeatureZ {
@@ -123,7 +119,7 @@ func (d *Anomaly) ObserveConn(c *model.Conn, emit Emit) {
 		Evidence: map[string]any{
 			"score": round3(score), "features": devs, "model_group": group, "port_seen_in_training": known,
 			"port_share": share, "uid": c.UID,
-			"threshold": map[string]any{"score": d.cfg.Score, "feature_z": d.cfg.FeatureZ, "min_features": d.cfg.MinFeatures},
+			"threshold": map[string]any{"score": d.cfg.Score, "free_z": d.cfg.FreeZ, "feature_z": d.cfg.FeatureZ, "min_features": d.cfg.MinFeatures},
 		},
 	})
 }

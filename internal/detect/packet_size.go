@@ -20,10 +20,6 @@ const madScale = 1.4826
 // change into a huge z-score.
 const sizeFloor = 0.25
 
-// sizeMargin (log2 units) widens the learned range before a size counts as
-// outside it: half an octave, ~40%.
-const sizeMargin = 0.5
-
 // PacketSize compares each connection's bytes per packet, each way, with
 // what the learned profile says its destination port normally carries:
 // data tunnelled through DNS or ICMP makes packets far larger than the
@@ -75,9 +71,9 @@ func (d *PacketSize) ObserveConn(c *model.Conn, emit Emit) {
 		v := math.Log2(max(1, bpp))
 		z := (v - dir.s.Median) / (madScale*dir.s.MAD + sizeFloor)
 		// Beyond the z threshold and outside the range learned traffic
-		// covered (by half an octave): a heavy-tailed but normal port
-		// must not alert on its own tail.
-		if math.Abs(z) < d.cfg.Z || (v <= dir.s.Hi+sizeMargin && v >= dir.s.Lo-sizeMargin) {
+		// covered (widened by range_margin): a heavy-tailed but normal
+		// port must not alert on its own tail.
+		if math.Abs(z) < d.cfg.Z || (v <= dir.s.Hi+d.cfg.RangeMargin && v >= dir.s.Lo-d.cfg.RangeMargin) {
 			continue
 		}
 		usual := math.Exp2(dir.s.Median)
