@@ -50,15 +50,16 @@ func (d *Exfiltration) Notes() []string {
 }
 
 type exfilVolume struct {
-	key            [2]netip.Addr
+	// What every record updates comes first, in one cache line.
 	sent, received uint64
-	conns          int
+	first, last    int64  // Unix nanoseconds
+	reported       uint64 // sent bytes already reported
+	conns          int32
+	reportedConns  int32                 // connections counted in alerts already emitted
 	ports          [exfilMaxPorts]uint16 // the first distinct destination ports
 	nports         uint8
-	first, last    int64  // Unix nanoseconds
-	open           bool   // a connection of it was still open at the end of the input
-	reported       uint64 // sent bytes already reported
-	reportedConns  int    // connections counted in alerts already emitted
+	open           bool // a connection of it was still open at the end of the input
+	key            [2]netip.Addr
 }
 
 type exfilSource struct {
@@ -276,7 +277,7 @@ func (d *Exfiltration) pairAlert(key [2]netip.Addr, p *exfilVolume) alert.Alert 
 		Dst:       key[1],
 		FirstSeen: time.Unix(0, p.first).UTC(),
 		LastSeen:  time.Unix(0, p.last).UTC(),
-		Count:     p.conns - p.reportedConns,
+		Count:     int(p.conns - p.reportedConns),
 		Evidence: map[string]any{
 			"kind": "pair", "score": float64(p.sent), "bytes_sent": p.sent, "bytes_received": p.received, "pcr": round3(p.pcr()),
 			"connections": p.conns, "dst_ports": ports, "open": p.open, "internal_destination": d.internal.Contains(key[1]),
@@ -296,7 +297,7 @@ func (d *Exfiltration) sourceAlert(src netip.Addr, s *exfilSource) alert.Alert {
 		Src:        src,
 		FirstSeen:  time.Unix(0, v.first).UTC(),
 		LastSeen:   time.Unix(0, v.last).UTC(),
-		Count:      v.conns - v.reportedConns,
+		Count:      int(v.conns - v.reportedConns),
 		Evidence: map[string]any{
 			"kind": "source", "score": float64(v.sent), "bytes_sent": v.sent, "bytes_received": v.received, "pcr": round3(v.pcr()),
 			"connections": v.conns, "threshold": map[string]any{"source_bytes": d.cfg.SourceBytes, "min_pcr": d.cfg.MinPCR},
