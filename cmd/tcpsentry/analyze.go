@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -236,15 +238,15 @@ func analyzeFiles(cmd *cobra.Command, cfg *config.Config, args []string, o *anal
 	m, ws := o.trafficModel(ctx, cfg)
 	deps.Traffic = m
 	output.WriteWarnings(stderr, append(warnings, ws...))
+	var mu sync.Mutex // the detectors' goroutines warn too
 	warn := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
 		output.WriteWarnings(stderr, []string{err.Error()})
 	}
-	engine := detect.NewEngine(detect.TrafficDetectors(cfg, deps), "", nil)
-	observe := func(c *model.Conn) {
-		for _, err := range engine.ObserveConn(c) {
-			warn(err)
-		}
-	}
+	// The detectors run in groups on every core, beside the parser.
+	engine := detect.NewParallel(detect.TrafficDetectors(cfg, deps), runtime.GOMAXPROCS(0), "", nil, warn)
+	observe := engine.ObserveConn
 	read := 0
 	for _, path := range args {
 		if capture.IsCapture(path) {

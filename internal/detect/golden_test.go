@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcpsentry/tcpsentry/internal/alert"
 	"github.com/tcpsentry/tcpsentry/internal/connsim"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 )
@@ -58,5 +61,41 @@ func TestTrafficGolden(t *testing.T) {
 	}
 	if !bytes.Equal(b.Bytes(), want) {
 		t.Errorf("alerts differ from %s (run with -update to accept):\n%s", path, b.String())
+	}
+}
+
+// TestParallelMatchesEngine: the same records through Parallel (two
+// groups) and through one Engine give the same alerts, sources included.
+func TestParallelMatchesEngine(t *testing.T) {
+	g := connsim.New(9)
+	cs := g.Mix(simClients, simServers, connsim.Start, 12*time.Hour, 20000)
+	cs = append(cs, g.Beacon(connsim.Beacon{Src: connsim.Addr("10.3.0.5"), Dst: connsim.Addr("198.51.100.5"), Port: 443,
+		Interval: 5 * time.Minute, Jitter: 0.1, Size: 400, Reply: 100, From: connsim.Start, Span: 12 * time.Hour})...)
+	cs = append(cs, g.Conn(connsim.Start.Add(time.Hour), connsim.Addr("10.3.0.6"), connsim.Addr("198.51.100.6"), 443, model.ProtoTCP, 2*time.Hour, 90_000_000, 1000))
+	connsim.Sort(cs)
+	cfg := defaults(t)
+	e := NewEngine(TrafficDetectors(cfg, Deps{}), "a", nil)
+	p := NewParallel(TrafficDetectors(cfg, Deps{}), 2, "a", nil, func(err error) { t.Error(err) })
+	for i := range cs {
+		if i == len(cs)/2 {
+			e.SetSource("b")
+			p.SetSource("b")
+		}
+		e.ObserveConn(&cs[i])
+		p.ObserveConn(&cs[i])
+	}
+	e.Flush(time.Time{})
+	p.Flush(time.Time{})
+	key := func(as []alert.Alert) []string {
+		var out []string
+		for _, a := range as {
+			out = append(out, fmt.Sprintf("%s %s %d %s", a.ID, a.Source, a.Count, a.Title))
+		}
+		slices.Sort(out)
+		return out
+	}
+	want, got := key(e.Alerts()), key(p.Alerts())
+	if len(want) < 3 || !slices.Equal(want, got) {
+		t.Errorf("engine:\n%s\nparallel:\n%s", strings.Join(want, "\n"), strings.Join(got, "\n"))
 	}
 }

@@ -3,11 +3,13 @@ package detect
 import (
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcpsentry/tcpsentry/internal/alert"
 	"github.com/tcpsentry/tcpsentry/internal/baseline"
 	"github.com/tcpsentry/tcpsentry/internal/config"
 	"github.com/tcpsentry/tcpsentry/internal/connsim"
@@ -65,7 +67,22 @@ func defaultsB(b *testing.B) *config.Config {
 	return cfg
 }
 
-func benchTraffic(b *testing.B, deps Deps) {
+// BenchmarkTrafficDetectorsParallel is BenchmarkTrafficDetectors with the
+// detectors split over GOMAXPROCS goroutines (detect.Parallel), as analyze
+// runs them.
+func BenchmarkTrafficDetectorsParallel(b *testing.B) {
+	benchTrafficWith(b, Deps{}, true)
+}
+
+// observer is what the benchmark feeds: an Engine or a Parallel.
+type observer interface {
+	Flush(time.Time)
+	Alerts() []alert.Alert
+}
+
+func benchTraffic(b *testing.B, deps Deps) { benchTrafficWith(b, deps, false) }
+
+func benchTrafficWith(b *testing.B, deps Deps, parallel bool) {
 	cfg := defaultsB(b)
 	clients, servers := benchAddrs()
 	g := connsim.New(1)
@@ -79,7 +96,15 @@ func benchTraffic(b *testing.B, deps Deps) {
 	for i := range beacons {
 		beacons[i] = g.Conn(connsim.Start, clients[i*97], netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 443, model.ProtoTCP, 200*time.Millisecond, 400, 120)
 	}
-	e := NewEngine(TrafficDetectors(cfg, deps), "bench", nil)
+	var e observer
+	var observe func(*model.Conn)
+	if parallel {
+		p := NewParallel(TrafficDetectors(cfg, deps), runtime.GOMAXPROCS(0), "bench", nil, func(err error) { b.Error(err) })
+		e, observe = p, p.ObserveConn
+	} else {
+		en := NewEngine(TrafficDetectors(cfg, deps), "bench", nil)
+		e, observe = en, func(c *model.Conn) { en.ObserveConn(c) }
+	}
 	span := 24 * time.Hour
 	step := span / time.Duration(max(b.N, 1))
 	next := connsim.Start
@@ -96,7 +121,7 @@ func benchTraffic(b *testing.B, deps Deps) {
 			c = &pool[i&(len(pool)-1)]
 		}
 		c.TS = t
-		e.ObserveConn(c)
+		observe(c)
 	}
 	e.Flush(time.Time{})
 	elapsed := time.Since(start)
