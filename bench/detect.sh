@@ -3,8 +3,9 @@
 # 10 million) in one run, two ways:
 #   1. end to end: `tcpsentry analyze` over a Zeek conn.log that
 #      bench/conngen writes (parsing included), with GNU time's peak RSS;
-#   2. in process: BenchmarkTrafficDetectors (internal/detect), the
-#      detectors alone on the same kind of records, with its peak RSS.
+#   2. in process: BenchmarkTrafficDetectors and ...Parallel
+#      (internal/detect), the detectors alone on the same kind of records,
+#      on one goroutine and split over every core, with peak RSS.
 # Prints records per second and peak RSS for each, and checks that the 20
 # planted beacons and the planted 200 MB upload were found.
 #
@@ -37,5 +38,5 @@ upload=$(grep -c '"detector":"exfiltration".*"dst":"198.51.100.250"' "$out/alert
 awk -v n="$N" -v s="$secs" -v m="$rss_kb" -v b="$beacons" -v u="$upload" 'BEGIN {
 	printf "  %.1f s, %.0f records/s, peak RSS %.0f MiB; planted beacons found %d/20, upload found %d/1\n", s, n / s, m / 1024, b, u }'
 
-echo "== BenchmarkTrafficDetectors (detectors only), $N records"
-go test ./internal/detect -run '^$' -bench 'BenchmarkTrafficDetectors$' -benchtime "${N}x" -count 1 | grep -E '^Benchmark'
+echo "== BenchmarkTrafficDetectors (detectors only; one goroutine, then on every core as analyze runs them), $N records"
+go test ./internal/detect -run '^$' -bench 'BenchmarkTrafficDetectors(Parallel)?$' -benchtime "${N}x" -count 1 | grep -E '^Benchmark'
