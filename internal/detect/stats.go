@@ -112,8 +112,16 @@ func origSize(c *model.Conn) uint64 {
 }
 
 // isOpen reports whether a record describes a connection still open: the
-// flow tracker's records at end of input, and Zeek's open_conn.log.
-func isOpen(c *model.Conn) bool { return c.End == model.EndEOF }
+// flow tracker's records at end of input, Zeek's open_conn.log (marked so
+// by the reader's caller) and any other reason a tracker gives that is not
+// an ending (a live source's in-progress update).
+func isOpen(c *model.Conn) bool {
+	switch c.End {
+	case "", model.EndClosed, model.EndTimeout, model.EndEvicted:
+		return false
+	}
+	return true
+}
 
 // Established is the detectors' definition of a completed conversation,
 // for learners that must agree with them.

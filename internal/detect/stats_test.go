@@ -39,6 +39,17 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
+func TestIsOpen(t *testing.T) {
+	for end, want := range map[model.EndReason]bool{
+		"": false, model.EndClosed: false, model.EndTimeout: false, model.EndEvicted: false,
+		model.EndEOF: true, "update": true,
+	} {
+		if got := isOpen(&model.Conn{End: end}); got != want {
+			t.Errorf("isOpen(End %q) = %v, want %v", end, got, want)
+		}
+	}
+}
+
 func TestEstablished(t *testing.T) {
 	cases := []struct {
 		name    string
