@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The attack lab: network namespaces joined by a bridge, a victim running
 # services, benign clients, and real attack tools (nmap scans, a slow scan,
-# hping3 floods). It records the victim's traffic with tcpdump and writes
+# hping3 floods), an implant beaconing to the victim and a 40 MB upload. It records the victim's traffic with tcpdump and writes
 # the ground truth (event,start,end,src,dst,label) for `tcpsentry eval`.
 #
 # All traffic stays inside the namespaces this script creates; every loop
@@ -21,6 +21,8 @@ net=10.254.$(($$ % 200 + 20))
 victim_ip=$net.2
 attacker_ip=$net.66
 clients=("$net.11" "$net.12" "$net.13")
+implant_ip=$net.21 # beacons to the victim's port 8080
+stager_ip=$net.22  # uploads tens of MB to the victim's port 9000
 
 [[ $(id -u) == 0 ]] || { echo "lab/run.sh: needs root (network namespaces)" >&2; exit 2; }
 for t in ip nmap hping3 ncat tcpdump ethtool timeout; do
@@ -63,6 +65,8 @@ host() { # host NAME IP
 host v "$victim_ip"
 host a "$attacker_ip"
 for k in "${!clients[@]}"; do host "c$k" "${clients[$k]}"; done
+host b "$implant_ip"
+host x "$stager_ip"
 # SYN-ACKs to spoofed flood sources go to the attacker, who drops them.
 ip -n "${tag}v" route add default via "$attacker_ip"
 
@@ -74,7 +78,12 @@ inv timeout 600 ncat -l -k "$victim_ip" 80 -c 'head -c 200 >/dev/null; printf "H
 pids+=($!)
 inv timeout 600 ncat -u -l -k "$victim_ip" 53 -c 'head -c 64 >/dev/null; printf answer' >/dev/null 2>&1 &
 pids+=($!)
-for port in 22 80; do
+# The implant's "C2 server" and the stager's drop point.
+inv timeout 600 ncat -l -k "$victim_ip" 8080 -c 'head -c 100 >/dev/null; printf "HTTP/1.0 204 No Content\r\n\r\n"' >/dev/null 2>&1 &
+pids+=($!)
+inv timeout 600 ncat -l -k "$victim_ip" 9000 >/dev/null 2>&1 &
+pids+=($!)
+for port in 22 80 8080 9000; do
 	for _ in $(seq 50); do inv ss -tlnH "sport = :$port" | grep -q . && break; sleep 0.1; done
 done
 
@@ -94,7 +103,25 @@ benign() { # benign INDEX: bounded client loop
 	done
 }
 bstart=$(now)
-for k in "${!clients[@]}"; do benign "$k" & pids+=($!); done
+benign_pids=()
+for k in "${!clients[@]}"; do benign "$k" & benign_pids+=($!); pids+=($!); done
+
+# ---- the implant: a real client calling home every 1 s ±25% for ~30 s -------
+# (concurrently with the attacks below; its truth row says who and when).
+beacon() {
+	local start end ms
+	start=$(now)
+	for _ in $(seq 30); do
+		printf 'POST /c2 HTTP/1.0\r\nContent-Length: 16\r\n\r\ncheckin-00000001' |
+			ip netns exec "${tag}b" timeout 2 ncat "$victim_ip" 8080 >/dev/null 2>&1 || true
+		ms=$((750 + RANDOM % 500)) # 0.750-1.249 s
+		sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"
+	done
+	end=$(now)
+	event beacon "$start" "$end" "$implant_ip" "$victim_ip" beacon
+}
+beacon & beacon_pid=$!
+pids+=("$beacon_pid")
 
 # ---- attacks, one after another ------------------------------------------------
 ina() { ip netns exec "${tag}a" "$@"; }
@@ -115,9 +142,12 @@ attack nmap-sU portscan "$attacker_ip" ina timeout 60 nmap -sU -T4 -n -Pn --max-
 attack nmap-slow portscan "$attacker_ip" ina timeout 60 nmap -sS -n -Pn --scan-delay 150ms --max-retries 0 -p1-40 "$victim_ip"
 attack hping3-flood-spoofed synflood "" ina timeout 30 hping3 -q -S --rand-source -p 80 -c 20000 -i u50 "$victim_ip"
 attack hping3-flood synflood "$attacker_ip" ina timeout 30 hping3 -q -S -p 80 -c 5000 -i u100 "$victim_ip"
+# Staged data leaves: 40 MB pushed to the drop point in one connection.
+attack upload exfil "$stager_ip" ip netns exec "${tag}x" timeout 60 bash -c "head -c 40000000 /dev/zero | ncat --send-only $victim_ip 9000"
 
-# Wait for the benign clients (bounded by their own loops), then label them.
-for p in "${pids[@]:4}"; do wait "$p" 2>/dev/null || true; done
+# Wait for the benign clients and the implant (bounded by their own
+# loops), then label the clients.
+for p in "${benign_pids[@]}" "$beacon_pid"; do wait "$p" 2>/dev/null || true; done
 bend=$(now)
 for ip in "${clients[@]}"; do event "benign-$ip" "$bstart" "$bend" "$ip" "$victim_ip" benign; done
 sleep 1

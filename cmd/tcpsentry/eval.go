@@ -20,8 +20,7 @@ func newEvalCmd() *cobra.Command {
 		truthPath  string
 		jsonOut    bool
 		mapping    []string
-		checksums  bool
-		maxFlows   int
+		opts       analyzeOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "eval --truth truth.csv INPUT...",
@@ -41,7 +40,8 @@ matches an event when their times meet (±1 s) and its addresses fit the
 event's. Detectors map to classes as: scan, rapid-attempts → portscan;
 flood → synflood; beacon → beacon; exfiltration, packet-size → exfil;
 suspicious-port, blocklisted-ip, long-connection, reverse-shell → c2;
-lateral-movement → lateral; change it with --map DETECTOR=CLASS.`,
+lateral-movement → lateral; anomaly → anomaly; change it with
+--map DETECTOR=CLASS.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			classes := eval.DefaultClasses()
@@ -68,7 +68,7 @@ lateral-movement → lateral; change it with --map DETECTOR=CLASS.`,
 			if err != nil {
 				return err
 			}
-			alerts, err := analyzeFiles(cmd, cfg, args, checksums, maxFlows)
+			alerts, err := analyzeFiles(cmd, cfg, args, &opts)
 			if err != nil {
 				return err
 			}
@@ -101,8 +101,7 @@ lateral-movement → lateral; change it with --map DETECTOR=CLASS.`,
 	f.StringVar(&configPath, "config", "", "YAML config overlaying the built-in defaults")
 	f.BoolVar(&jsonOut, "json", false, "the report as one JSON object")
 	f.StringSliceVar(&mapping, "map", nil, "DETECTOR=CLASS: which attack class a detector's alerts claim (repeatable)")
-	f.BoolVar(&checksums, "checksums", false, "validate checksums and drop bad packets, as Zeek does without -C")
-	f.IntVar(&maxFlows, "max-flows", 1<<20, "flow table bound, as for analyze")
+	opts.register(f)
 	_ = cmd.MarkFlagRequired("truth")
 	return cmd
 }

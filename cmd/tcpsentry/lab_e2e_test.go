@@ -17,8 +17,9 @@ import (
 
 // TestLab records real attacks in the namespace lab (lab/run.sh) and checks
 // what analyze and eval make of them: every nmap scan type named, the
-// floods on the right target, nothing high on the benign clients, and the
-// same scans from the conn.log of the capture.
+// floods on the right target, the implant's beacon and the upload found,
+// nothing high on the benign clients, and the same scans from the conn.log
+// of the capture.
 func TestLab(t *testing.T) {
 	testenv.NeedRoot(t)
 	for _, tool := range []string{"nmap", "hping3", "ncat", "tcpdump", "ethtool"} {
@@ -51,7 +52,8 @@ func TestLab(t *testing.T) {
 	for _, c := range r.Classes {
 		recall[c.Class] = c.Recall
 	}
-	if recall["portscan"] != 1 || recall["synflood"] != 1 || r.HighOnBenign != 0 {
+	// The implant's beacon and the 40 MB upload must be found too.
+	if recall["portscan"] != 1 || recall["synflood"] != 1 || recall["beacon"] != 1 || recall["exfil"] != 1 || r.HighOnBenign != 0 {
 		t.Errorf("eval: recall %v, high or critical alerts on benign traffic %d", recall, r.HighOnBenign)
 	}
 
@@ -70,7 +72,7 @@ func TestLab(t *testing.T) {
 			t.Fatalf("analyze %s: exit %d: %s", input, code, stderr)
 		}
 		var probes []string
-		floods := 0
+		floods, beacons, uploads := 0, 0, 0
 		alerts := parseAlerts(t, out)
 		for _, a := range alerts {
 			switch a.Detector {
@@ -78,7 +80,14 @@ func TestLab(t *testing.T) {
 				probes = append(probes, a.Evidence["probe"].(string))
 			case "flood":
 				floods++
+			case "beacon":
+				beacons++
+			case "exfiltration":
+				uploads++
 			}
+		}
+		if beacons != 1 || uploads != 1 {
+			t.Errorf("analyze %s: %d beacon and %d exfiltration alerts, want 1 each", filepath.Base(input), beacons, uploads)
 		}
 		slices.Sort(probes)
 		// One alert per nmap run: the slow scan is a second SYN scan.

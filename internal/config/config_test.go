@@ -82,6 +82,11 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"bad enum", "listeners:\n  loopback: maybe\n", []string{"bad.yaml:2:", "listeners.loopback", "maybe"}},
 		{"threshold", "detectors:\n  state-pile:\n    close_wait: 0\n", []string{"bad.yaml:3:", "close_wait"}},
 		{"feed format", "intel:\n  feeds:\n    - {name: a, path: /x, format: csv}\n", []string{"bad.yaml:3:", "intel.feeds[0].format"}},
+		{"beacon score", "detectors:\n  beacon:\n    score: 1.5\n", []string{"bad.yaml:3:", "detectors.beacon.score", "1.5"}},
+		{"beacon too few", "detectors:\n  beacon:\n    min_connections: 2\n", []string{"bad.yaml:3:", "detectors.beacon.min_connections"}},
+		{"exfil pcr", "detectors:\n  exfiltration:\n    min_pcr: 3\n", []string{"bad.yaml:3:", "detectors.exfiltration.min_pcr"}},
+		{"long traffic order", "detectors:\n  long-connection:\n    traffic:\n      high: 1m\n", []string{"bad.yaml:4:", "detectors.long-connection.traffic.high"}},
+		{"anomaly features", "detectors:\n  anomaly:\n    min_features: 0\n", []string{"bad.yaml:3:", "detectors.anomaly.min_features"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,6 +32,12 @@ type Flusher interface {
 	Flush(now time.Time, emit Emit)
 }
 
+// Noter is a detector with something to say once about how it ran: no
+// learned model, findings dropped at a bound.
+type Noter interface {
+	Notes() []string
+}
+
 // Detector is anything the registry builds; it also implements one or more
 // of the observer interfaces.
 type Detector interface {
@@ -41,6 +47,7 @@ type Detector interface {
 // Engine feeds records to the enabled detectors and aggregates their alerts.
 type Engine struct {
 	detectors []Detector
+	emits     []Emit // emits[i] is detectors[i]'s
 	agg       *alert.Aggregator
 	source    string
 	log       *slog.Logger
@@ -55,7 +62,14 @@ func NewEngine(detectors []Detector, source string, log *slog.Logger) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{detectors: detectors, agg: alert.NewAggregator(), source: source, log: log}
+	e := &Engine{detectors: detectors, agg: alert.NewAggregator(), source: source, log: log}
+	// One emit function per detector, made once: making it per record
+	// was an allocation per record per detector.
+	e.emits = make([]Emit, len(detectors))
+	for i, d := range detectors {
+		e.emits[i] = e.emitFor(d.Name())
+	}
+	return e
 }
 
 // Detectors returns the names of the detectors the engine runs.
@@ -111,7 +125,7 @@ func (e *Engine) SetSource(source string) { e.source = source }
 // ObserveConn runs every connection detector on c. A detector that panics
 // is reported once per call and the others still run.
 func (e *Engine) ObserveConn(c *model.Conn) (errs []error) {
-	for _, d := range e.detectors {
+	for i, d := range e.detectors {
 		cd, ok := d.(ConnDetector)
 		if !ok {
 			continue
@@ -122,7 +136,7 @@ func (e *Engine) ObserveConn(c *model.Conn) (errs []error) {
 					errs = append(errs, fmt.Errorf("detector %s failed on connection %s: %v", d.Name(), c.UID, r))
 				}
 			}()
-			cd.ObserveConn(c, e.emitFor(d.Name()))
+			cd.ObserveConn(c, e.emits[i])
 		}()
 	}
 	return errs
@@ -135,6 +149,18 @@ func (e *Engine) Flush(now time.Time) {
 			f.Flush(now, e.emitFor(d.Name()))
 		}
 	}
+}
+
+// Notes collects what the detectors have to say about how they ran; call
+// it after Flush.
+func (e *Engine) Notes() []string {
+	var out []string
+	for _, d := range e.detectors {
+		if n, ok := d.(Noter); ok {
+			out = append(out, n.Notes()...)
+		}
+	}
+	return out
 }
 
 // Alerts returns the aggregated alerts, most severe first.

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"github.com/tcpsentry/tcpsentry/internal/baseline"
 	"github.com/tcpsentry/tcpsentry/internal/config"
 )
 
@@ -10,6 +11,9 @@ type Deps struct {
 	Intel IntelChecker
 	// Profiles is the learned baseline; nil when none was learned.
 	Profiles ProfileSource
+	// Traffic is the learned traffic model (packet-size, anomaly); nil
+	// when none was learned, and those detectors then stay quiet.
+	Traffic *baseline.TrafficModel
 }
 
 // entry is one row of the registry: a detector's name, whether the config
@@ -66,6 +70,16 @@ var trafficRegistry = []entry{
 		func(c *config.Config, _ Deps) Detector { return NewFlood(c) }},
 	{"rapid-attempts", func(d *config.Detectors) bool { return d.RapidAttempts.Enabled },
 		func(c *config.Config, _ Deps) Detector { return NewRapidAttempts(c) }},
+	{"beacon", func(d *config.Detectors) bool { return d.Beacon.Enabled },
+		func(c *config.Config, _ Deps) Detector { return NewBeacon(c) }},
+	{"long-connection", func(d *config.Detectors) bool { return d.LongConnection.Enabled },
+		func(c *config.Config, _ Deps) Detector { return NewLongConnectionTraffic(c) }},
+	{"exfiltration", func(d *config.Detectors) bool { return d.Exfiltration.Enabled },
+		func(c *config.Config, _ Deps) Detector { return NewExfiltration(c) }},
+	{"packet-size", func(d *config.Detectors) bool { return d.PacketSize.Enabled },
+		func(c *config.Config, deps Deps) Detector { return NewPacketSize(c, deps.Traffic) }},
+	{"anomaly", func(d *config.Detectors) bool { return d.Anomaly.Enabled },
+		func(c *config.Config, deps Deps) Detector { return NewAnomaly(c, deps.Traffic) }},
 }
 
 // TrafficDetectors builds the enabled detectors for connection records.
