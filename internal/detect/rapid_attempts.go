@@ -56,6 +56,8 @@ type rapidSource struct {
 	// window raises nothing. Its evidence counts from the start of the
 	// window the episode began in.
 	inEpisode  bool
+	epPattern  string // what the episode is: "one-target" or "fan-out"
+	recent     recentTargets
 	peak       float64 // the highest sliding-window rate in the episode
 	epFirst    time.Time
 	epReported int // attempts the episode's alerts have counted
@@ -117,22 +119,37 @@ func (d *RapidAttempts) observe(src netip.Addr, c *model.Conn, emit Emit) {
 	switch {
 	case w > s.win:
 		d.advance(src, s, w, emit)
+		s.cur++
+	case w == s.win:
+		s.cur++
 	case w == s.win-1:
 		// Records arrive as connections end, not as they start: one
 		// from the previous window still counts there.
 		s.prev++
-		return
-	case w < s.win:
+	default:
 		return
 	}
-	s.cur++
 	if c.TS.After(s.last) {
 		s.last = c.TS
+	}
+	// The estimate is taken at the latest attempt seen, late ones included.
+	ts = max(ts, s.last.UnixNano())
+	// What the source does now is judged on its current window's
+	// attempts, not on late records of the previous one.
+	if w == s.win {
+		s.recent.add(c.Resp)
+	}
+	if w == s.win && s.inEpisode && s.recent.full() && s.recent.pattern() != s.epPattern {
+		// The same source turned from a sweep to hammering one target (or
+		// back): a different attack, reported on its own.
+		d.endEpisode(src, s, emit)
+		s.resetEpisode()
+		s.alerted = false
 	}
 	d.note(s, c)
 	// The sliding estimate: the previous window weighs by the part of it
 	// still inside a window's length of now.
-	frac := float64(ts-w*d.window) / float64(d.window)
+	frac := float64(ts-s.win*d.window) / float64(d.window)
 	rate := float64(s.cur) + float64(s.prev)*(1-frac)
 	if s.inEpisode && rate > s.peak {
 		s.peak = rate
@@ -143,7 +160,7 @@ func (d *RapidAttempts) observe(src netip.Addr, c *model.Conn, emit Emit) {
 	}
 	s.alerted = true
 	if !s.inEpisode {
-		s.inEpisode, s.epFirst = true, c.TS
+		s.inEpisode, s.epFirst, s.epPattern = true, c.TS, s.recent.pattern()
 	}
 	s.peak = max(s.peak, rate)
 	a := d.alert(src, s, rate, need, basis)
@@ -171,6 +188,48 @@ func (d *RapidAttempts) Flush(_ time.Time, emit Emit) {
 	for _, src := range slices.SortedFunc(maps.Keys(d.sources), netip.Addr.Compare) {
 		d.endEpisode(src, d.sources[src], emit)
 	}
+}
+
+// resetEpisode forgets the episode; the next alert starts a new one.
+func (s *rapidSource) resetEpisode() {
+	s.inEpisode, s.peak, s.epPattern = false, 0, ""
+	s.epAttempts, s.epFailed, s.epReported, s.dsts, s.ports = 0, 0, 0, nil, nil
+}
+
+// recentTargets are the destinations of a source's latest attempts, to
+// tell hammering one target from a sweep by what it does now, not over a
+// window that may hold both.
+type recentTargets struct {
+	ring [32]netip.AddrPort
+	n    int // attempts added, saturating at len(ring)
+	next int
+}
+
+func (r *recentTargets) add(t netip.AddrPort) {
+	r.ring[r.next] = t
+	r.next = (r.next + 1) % len(r.ring)
+	r.n = min(r.n+1, len(r.ring))
+}
+
+func (r *recentTargets) full() bool { return r.n == len(r.ring) }
+
+// pattern is "one-target" when one host:port took at least 80% of the
+// recent attempts, else "fan-out".
+func (r *recentTargets) pattern() string {
+	best := 0
+	for i := range r.n {
+		same := 0
+		for j := range r.n {
+			if r.ring[j] == r.ring[i] {
+				same++
+			}
+		}
+		best = max(best, same)
+		if 5*best >= 4*r.n {
+			return "one-target"
+		}
+	}
+	return "fan-out"
 }
 
 // note adds c to the episode's evidence.
@@ -232,8 +291,7 @@ func (d *RapidAttempts) advance(src netip.Addr, s *rapidSource, w int64, emit Em
 		// A window that raised nothing ends any episode; the evidence
 		// starts afresh with the new window.
 		d.endEpisode(src, s, emit)
-		s.inEpisode, s.peak = false, 0
-		s.epAttempts, s.epFailed, s.epReported, s.dsts, s.ports = 0, 0, 0, nil, nil
+		s.resetEpisode()
 	}
 	s.cur, s.win, s.alerted = 0, w, false
 }
@@ -301,9 +359,9 @@ func (d *RapidAttempts) alert(src netip.Addr, s *rapidSource, rate, need float64
 			top, topN = dst, n
 		}
 	}
-	pattern := "fan-out"
-	if len(s.dsts) == 1 && len(s.ports) <= 3 {
-		pattern = "one-target"
+	pattern := s.epPattern
+	if pattern == "" {
+		pattern = s.recent.pattern()
 	}
 	if len(s.dsts) == 1 {
 		a.Dst = top

@@ -108,3 +108,27 @@ func TestRapidAttemptsBounded(t *testing.T) {
 		t.Errorf("%d sources kept, %d evicted", len(d.sources), d.Evicted)
 	}
 }
+
+func TestRapidAttemptsSweepThenFlood(t *testing.T) {
+	// One source sweeps 300 ports, then hammers port 80: two findings, a
+	// fan-out and a one-target one, even though no window was quiet.
+	e := NewEngine([]Detector{NewRapidAttempts(defaults(t))}, "pcap:test", nil)
+	for i := range 300 {
+		e.ObserveConn(attempt(time.Duration(i)*10*time.Millisecond, "10.0.0.66:40000", fmt.Sprintf("10.0.0.5:%d", i+1), "Sr", model.ConnREJ))
+	}
+	for i := range 2000 {
+		e.ObserveConn(attempt(3*time.Second+time.Duration(i)*time.Millisecond, fmt.Sprintf("10.0.0.66:%d", 1024+i), "10.0.0.5:80", "S", model.ConnS0))
+	}
+	e.Flush(snapTime.Add(time.Hour))
+	as := e.Alerts()
+	patterns := map[string]alert.Alert{}
+	for _, a := range as {
+		patterns[a.Evidence["pattern"].(string)] = a
+	}
+	if len(as) != 2 || patterns["fan-out"].ID == "" || patterns["one-target"].ID == "" {
+		t.Fatalf("alerts: %+v", as)
+	}
+	if ft := patterns["one-target"]; ft.Raised.Before(snapTime.Add(3*time.Second)) || ft.Severity != alert.Critical {
+		t.Errorf("one-target alert raised %v, severity %s", ft.Raised.Sub(snapTime), ft.Severity)
+	}
+}
