@@ -72,6 +72,11 @@ const (
 	// member nesting, so a cycle in bad data ends in an error (cilium
 	// uses the same bound).
 	maxResolveDepth = 32
+	// maxMemberVisits bounds one member lookup: depth alone does not, as
+	// a struct with two anonymous members of its own type would take
+	// 2^32 steps. task_struct, the largest searched, has a few hundred
+	// members counting nested anonymous ones.
+	maxMemberVisits = 1 << 16
 )
 
 // Names the iterator needs. The attach target of iter/NAME is the
@@ -316,7 +321,7 @@ func (b *btfFile) sizeof(id uint32) (uint64, error) {
 // anonymous members (the iterator context wraps each pointer in an
 // anonymous union, __bpf_md_ptr, and kernel structs use anonymous unions
 // freely). The offset returned is in bits from the start of id.
-func (b *btfFile) findMember(id uint32, name string, depth int) (btfMember, bool, error) {
+func (b *btfFile) findMember(id uint32, name string, depth int, budget *int) (btfMember, bool, error) {
 	if depth > maxResolveDepth {
 		return btfMember{}, false, fmt.Errorf("btf: type %d: anonymous members nested deeper than %d", id, maxResolveDepth)
 	}
@@ -328,12 +333,15 @@ func (b *btfFile) findMember(id uint32, name string, depth int) (btfMember, bool
 		return btfMember{}, false, nil
 	}
 	for i := range t.vlen {
+		if *budget--; *budget < 0 {
+			return btfMember{}, false, fmt.Errorf("btf: type %d: more than %d members searched for %s", id, maxMemberVisits, name)
+		}
 		m := b.member(t, i)
 		if b.nameIs(m.nameOff, name) {
 			return m, true, nil
 		}
 		if b.anonymous(m.nameOff) {
-			inner, ok, err := b.findMember(m.typ, name, depth+1)
+			inner, ok, err := b.findMember(m.typ, name, depth+1, budget)
 			if err != nil {
 				return btfMember{}, false, err
 			}
@@ -351,7 +359,8 @@ func (b *btfFile) findMember(id uint32, name string, depth int) (btfMember, bool
 // member's type ID.
 func (b *btfFile) memberField(s btfType, name string) (field, uint32, error) {
 	sname := b.name(s.nameOff)
-	m, ok, err := b.findMember(s.id, name, 0)
+	budget := maxMemberVisits
+	m, ok, err := b.findMember(s.id, name, 0, &budget)
 	if err != nil {
 		return field{}, 0, fmt.Errorf("%s.%s: %w", sname, name, err)
 	}

@@ -8,9 +8,11 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpsentry/tcpsentry/internal/host/proc"
@@ -299,4 +301,33 @@ func BenchmarkProcScan(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "sockets/op")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+}
+
+// TestLoadProgramRejected checks the raw path's second try: a program the
+// verifier refuses comes back with the tail of the verifier's log.
+func TestLoadProgramRejected(t *testing.T) {
+	testenv.NeedRoot(t)
+	b, err := parseBTF(kernelBTF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, attachID, err := b.iterTarget()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A load far past the end of the 32-byte context.
+	bad := asm.Instructions{
+		asm.LoadMem(asm.R0, asm.R1, 4000, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
+	fd, err := loadProgram(bad, attachID, b.bo)
+	if err == nil {
+		unix.Close(fd)
+		t.Fatal("verifier accepted an out-of-bounds context load")
+	}
+	if !strings.Contains(err.Error(), "verifier rejected the program") || !strings.Contains(err.Error(), "log tail:\n") {
+		t.Errorf("no verifier log in %v", err)
+	}
+	t.Log(err)
 }
