@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/cilium/ebpf/asm"
 )
@@ -93,6 +94,34 @@ type btfFile struct {
 	types []byte
 	strs  []byte
 	offs  []uint32 // offs[id-1] is where type id starts in types
+	named [2]namedType
+}
+
+// namedType is a type looked up by kind and name during the walk, which
+// passes over every type anyway: a second pass to find it costs as much
+// as the walk again in cache misses. So does reading each candidate's
+// name from the string section, so the walk compares name offsets with
+// the offsets where the name occurs, found beforehand by a fast search.
+type namedType struct {
+	kind  uint8
+	name  string
+	at    []uint32 // every offset in strs where name+"\x00" starts
+	id    uint32   // the first match
+	count int
+}
+
+// locate fills n.at: each offset at which the string section holds
+// exactly n.name, including as the tail of a longer string.
+func (n *namedType) locate(strs []byte) {
+	pat := append([]byte(n.name), 0)
+	for base := 0; ; {
+		i := bytes.Index(strs[base:], pat)
+		if i < 0 {
+			return
+		}
+		n.at = append(n.at, uint32(base+i))
+		base += i + 1
+	}
 }
 
 // btfType is one decoded struct btf_type header.
@@ -150,9 +179,14 @@ func parseBTF(data []byte) (*btfFile, error) {
 		bo:    bo,
 		types: body[typeOff : typeOff+typeLen],
 		strs:  body[strOff : strOff+strLen],
+		named: [2]namedType{{kind: kindStruct, name: ctxStructName}, {kind: kindFunc, name: attachFuncName}},
 	}
-	// vmlinux averages ~35 bytes per type; one guess avoids most regrowth.
-	b.offs = make([]uint32, 0, len(b.types)/32+1)
+	for i := range b.named {
+		b.named[i].locate(b.strs)
+	}
+	// vmlinux averages ~25 bytes per type (6.18: 126,585 in 3.2 MB); one
+	// guess on the high side saves regrowing the index.
+	b.offs = make([]uint32, 0, len(b.types)/20+1)
 	for off := uint64(0); off < uint64(len(b.types)); {
 		id := len(b.offs) + 1
 		if off+btfTypeLen > uint64(len(b.types)) {
@@ -181,6 +215,16 @@ func parseBTF(data []byte) (*btfFile, error) {
 				id, off, kind, vlen, len(b.types))
 		}
 		b.offs = append(b.offs, uint32(off))
+		if kind == kindStruct || kind == kindFunc {
+			nameOff := bo.Uint32(b.types[off:])
+			for i := range b.named {
+				if n := &b.named[i]; n.kind == kind && slices.Contains(n.at, nameOff) {
+					if n.count++; n.id == 0 {
+						n.id = uint32(id)
+					}
+				}
+			}
+		}
 		off = next
 	}
 	return b, nil
@@ -246,23 +290,22 @@ func (b *btfFile) anonymous(off uint32) bool {
 // errMultiple says a name that must be unique is not.
 var errMultiple = errors.New("more than one type of that name")
 
-// find returns the ID of the one type of kind named name.
+// find returns the ID of the one type of kind named name; parseBTF
+// looked for it.
 func (b *btfFile) find(kind uint8, name string) (uint32, error) {
-	var found uint32
-	for i, off := range b.offs {
-		t := b.types[off:]
-		if uint8(b.bo.Uint32(t[4:])>>24&0x1f) != kind || !b.nameIs(b.bo.Uint32(t), name) {
+	for _, n := range b.named {
+		if n.kind != kind || n.name != name {
 			continue
 		}
-		if found != 0 {
-			return 0, fmt.Errorf("btf: %s: %w (IDs %d and %d)", name, errMultiple, found, i+1)
+		switch n.count {
+		case 0:
+			return 0, fmt.Errorf("btf: no type of kind %d named %s", kind, name)
+		case 1:
+			return n.id, nil
 		}
-		found = uint32(i + 1)
+		return 0, fmt.Errorf("btf: %s: %w (%d of them, the first is ID %d)", name, errMultiple, n.count, n.id)
 	}
-	if found == 0 {
-		return 0, fmt.Errorf("btf: no type of kind %d named %s", kind, name)
-	}
-	return found, nil
+	return 0, fmt.Errorf("btf: %s of kind %d was not looked up", name, kind)
 }
 
 // underlying follows typedefs and qualifiers (const, volatile, restrict,

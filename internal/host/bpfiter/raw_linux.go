@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -117,19 +118,11 @@ func rawSocketFDs(ctx context.Context) ([]FD, error) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		return nil, errors.New("raw bpf(2) path: bpf_attr pointers need a 64-bit platform")
 	}
-	data, err := os.ReadFile(kernelBTFPath)
-	if err != nil {
-		return nil, fmt.Errorf("load kernel BTF: %w", err)
-	}
-	b, err := parseBTF(data)
-	if err != nil {
-		return nil, fmt.Errorf("load kernel BTF: %s: %w", kernelBTFPath, err)
-	}
-	l, attachID, err := b.iterTarget()
+	l, attachID, bo, err := kernelIterTarget()
 	if err != nil {
 		return nil, err
 	}
-	prog, err := loadProgram(program(l), attachID, b.bo)
+	prog, err := loadProgram(program(l), attachID, bo)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +143,39 @@ func rawSocketFDs(ctx context.Context) ([]FD, error) {
 	defer unix.Close(it)
 
 	return readRecords(ctx, fdReader(it), maxRecords)
+}
+
+// kernelIterTarget resolves the iterator's layout and attach target from
+// the running kernel's BTF, and returns the kernel's byte order. The file
+// is mapped rather than read where the kernel allows it (Linux 6.16+):
+// copying its ~5 MB is most of the cost, and nothing of it is needed once
+// the few values are resolved. MAP_POPULATE maps every page in one call
+// instead of taking a fault per page during the walk.
+func kernelIterTarget() (layout, uint32, binary.ByteOrder, error) {
+	f, err := os.Open(kernelBTFPath)
+	if err != nil {
+		return layout{}, 0, nil, fmt.Errorf("load kernel BTF: %w", err)
+	}
+	defer f.Close()
+	var data []byte
+	if st, err := f.Stat(); err == nil && st.Size() > 0 && st.Size() <= math.MaxInt32 {
+		m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
+		if err == nil {
+			defer unix.Munmap(m)
+			data = m
+		}
+	}
+	if data == nil {
+		if data, err = io.ReadAll(f); err != nil {
+			return layout{}, 0, nil, fmt.Errorf("load kernel BTF: %w", err)
+		}
+	}
+	b, err := parseBTF(data)
+	if err != nil {
+		return layout{}, 0, nil, fmt.Errorf("load kernel BTF: %s: %w", kernelBTFPath, err)
+	}
+	l, attachID, err := b.iterTarget()
+	return l, attachID, b.bo, err
 }
 
 // loadProgram loads insns as an iter/task_file program attached to BTF
