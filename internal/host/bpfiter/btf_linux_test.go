@@ -128,7 +128,7 @@ func BenchmarkKernelBTF(b *testing.B) {
 	b.Run("raw", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, _, err := kernelIterTarget(); err != nil {
+			if _, _, _, err := kernelIterTarget(kernelBTFPath); err != nil {
 				b.Fatal(err)
 			}
 		}

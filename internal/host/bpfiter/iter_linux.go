@@ -52,7 +52,7 @@ const (
 // left in the kernel afterwards. Every error wraps [ErrUnavailable]; a
 // cancelled ctx also wraps ctx.Err().
 func SocketFDs(ctx context.Context) ([]FD, error) {
-	return socketFDsVia(ctx, pathAuto)
+	return socketFDsVia(ctx, pathAuto, kernelBTFPath)
 }
 
 // loadPath selects how SocketFDs loads its program; tests force each one.
@@ -68,14 +68,16 @@ const (
 	pathCilium
 )
 
-func socketFDsVia(ctx context.Context, p loadPath) ([]FD, error) {
+// socketFDsVia is SocketFDs through path p, the raw path reading kernel
+// BTF from btfPath (tests point it elsewhere to make the raw path fail).
+func socketFDsVia(ctx context.Context, p loadPath, btfPath string) ([]FD, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	if p == pathCilium {
 		return ciliumSocketFDs(ctx)
 	}
-	fds, rawErr := rawSocketFDs(ctx)
+	fds, rawErr := rawSocketFDs(ctx, btfPath)
 	if rawErr == nil {
 		slog.DebugContext(ctx, "bpfiter: socket fds read", "path", "raw bpf(2)", "fds", len(fds))
 		return fds, nil

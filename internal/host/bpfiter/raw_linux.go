@@ -113,12 +113,13 @@ func bpfCall(cmd uintptr, attr unsafe.Pointer, size uintptr) (int, error) {
 	return -1, errno
 }
 
-// rawSocketFDs is SocketFDs through parseBTF and raw bpf(2) calls.
-func rawSocketFDs(ctx context.Context) ([]FD, error) {
+// rawSocketFDs is SocketFDs through parseBTF, reading the kernel's BTF
+// from btfPath, and raw bpf(2) calls.
+func rawSocketFDs(ctx context.Context, btfPath string) ([]FD, error) {
 	if unsafe.Sizeof(uintptr(0)) != 8 {
 		return nil, errors.New("raw bpf(2) path: bpf_attr pointers need a 64-bit platform")
 	}
-	l, attachID, bo, err := kernelIterTarget()
+	l, attachID, bo, err := kernelIterTarget(btfPath)
 	if err != nil {
 		return nil, err
 	}
@@ -146,13 +147,13 @@ func rawSocketFDs(ctx context.Context) ([]FD, error) {
 }
 
 // kernelIterTarget resolves the iterator's layout and attach target from
-// the running kernel's BTF, and returns the kernel's byte order. The file
+// the running kernel's BTF at path, and returns the kernel's byte order. The file
 // is mapped rather than read where the kernel allows it (Linux 6.16+):
 // copying its ~5 MB is most of the cost, and nothing of it is needed once
 // the few values are resolved. MAP_POPULATE maps every page in one call
 // instead of taking a fault per page during the walk.
-func kernelIterTarget() (layout, uint32, binary.ByteOrder, error) {
-	f, err := os.Open(kernelBTFPath)
+func kernelIterTarget(path string) (layout, uint32, binary.ByteOrder, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return layout{}, 0, nil, fmt.Errorf("load kernel BTF: %w", err)
 	}
@@ -172,7 +173,7 @@ func kernelIterTarget() (layout, uint32, binary.ByteOrder, error) {
 	}
 	b, err := parseBTF(data)
 	if err != nil {
-		return layout{}, 0, nil, fmt.Errorf("load kernel BTF: %s: %w", kernelBTFPath, err)
+		return layout{}, 0, nil, fmt.Errorf("load kernel BTF: %s: %w", path, err)
 	}
 	l, attachID, err := b.iterTarget()
 	return l, attachID, b.bo, err

@@ -2,10 +2,12 @@ package bpfiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -31,7 +33,7 @@ var paths = []struct {
 func socketFDs(tb testing.TB, p loadPath) []FD {
 	tb.Helper()
 	testenv.NeedRoot(tb)
-	fds, err := socketFDsVia(context.Background(), p)
+	fds, err := socketFDsVia(context.Background(), p, kernelBTFPath)
 	why := "BPF iterators unavailable"
 	if err != nil {
 		why += ": " + err.Error()
@@ -248,7 +250,7 @@ func BenchmarkSocketFDs(b *testing.B) {
 			b.ReportAllocs()
 			var n int
 			for b.Loop() {
-				fds, err := socketFDsVia(context.Background(), path.p)
+				fds, err := socketFDsVia(context.Background(), path.p, kernelBTFPath)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -330,4 +332,32 @@ func TestLoadProgramRejected(t *testing.T) {
 		t.Errorf("no verifier log in %v", err)
 	}
 	t.Log(err)
+}
+
+// TestSocketFDsFallback breaks the raw path (its BTF is a file that is not
+// BTF) and checks that SocketFDs still answers through cilium/ebpf, and
+// that the raw path alone reports why it failed.
+func TestSocketFDsFallback(t *testing.T) {
+	testenv.NeedRoot(t)
+	socketFDs(t, pathCilium)
+	notBTF := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(notBTF, []byte("not BTF at all, but long enough for a header"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := socketFDsVia(context.Background(), pathRaw, notBTF)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "bad magic") {
+		t.Errorf("raw path on bad BTF: %v", err)
+	}
+	self := int32(os.Getpid())
+	pair := holdSockets(t, 2)
+	fds, err := socketFDsVia(context.Background(), pathAuto, notBTF)
+	if err != nil {
+		t.Fatalf("no fallback: %v", err)
+	}
+	got := index(t, fds)
+	for _, fd := range pair {
+		if got[key{self, int32(fd)}] != socketInode(t, int(self), fd) {
+			t.Errorf("fd %d: inode %d, want %d", fd, got[key{self, int32(fd)}], socketInode(t, int(self), fd))
+		}
+	}
 }
