@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -51,10 +52,51 @@ const (
 // left in the kernel afterwards. Every error wraps [ErrUnavailable]; a
 // cancelled ctx also wraps ctx.Err().
 func SocketFDs(ctx context.Context) ([]FD, error) {
+	return socketFDsVia(ctx, pathAuto, kernelBTFPath)
+}
+
+// loadPath selects how SocketFDs loads its program; tests force each one.
+type loadPath int
+
+const (
+	// pathAuto tries pathRaw and falls back to pathCilium on any error.
+	pathAuto loadPath = iota
+	// pathRaw parses kernel BTF with parseBTF and calls bpf(2) directly.
+	pathRaw
+	// pathCilium lets cilium/ebpf decode kernel BTF and load the program:
+	// slower, but proven on more kernels.
+	pathCilium
+)
+
+// socketFDsVia is SocketFDs through path p, the raw path reading kernel
+// BTF from btfPath (tests point it elsewhere to make the raw path fail).
+func socketFDsVia(ctx context.Context, p loadPath, btfPath string) ([]FD, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+	if p == pathCilium {
+		return ciliumSocketFDs(ctx)
+	}
+	fds, rawErr := rawSocketFDs(ctx, btfPath)
+	if rawErr == nil {
+		slog.DebugContext(ctx, "bpfiter: socket fds read", "path", "raw bpf(2)", "fds", len(fds))
+		return fds, nil
+	}
+	if p == pathRaw || ctx.Err() != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, rawErr)
+	}
+	slog.DebugContext(ctx, "bpfiter: raw bpf(2) path failed, trying cilium/ebpf", "err", rawErr)
+	fds, err := ciliumSocketFDs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w (raw bpf(2) path: %v)", err, rawErr)
+	}
+	slog.DebugContext(ctx, "bpfiter: socket fds read", "path", "cilium/ebpf", "fds", len(fds))
+	return fds, nil
+}
 
+// ciliumSocketFDs is SocketFDs through cilium/ebpf, the original path and
+// the fallback of the raw one.
+func ciliumSocketFDs(ctx context.Context) ([]FD, error) {
 	// One cache per call, shared by the layout lookup and the program
 	// load, so kernel BTF is parsed once and nothing outlives the call.
 	cache := btf.NewCache()

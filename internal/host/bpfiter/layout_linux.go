@@ -10,26 +10,6 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// field is where one structure member lives: its byte offset and the load
-// size that matches the member's own size. The verifier checks loads from
-// BTF pointers against the member layout, so both come from the running
-// kernel's BTF and never from constants.
-type field struct {
-	off  int16
-	size asm.Size
-}
-
-// layout is every offset the iterator program dereferences.
-type layout struct {
-	// Members of struct bpf_iter__task_file, the program's context.
-	ctxMeta, ctxTask, ctxFD, ctxFile field
-	metaSeq                          field // struct bpf_iter_meta.seq
-	taskTGID                         field // struct task_struct.tgid
-	fileInode                        field // struct file.f_inode
-	inodeMode                        field // struct inode.i_mode
-	inodeIno                         field // struct inode.i_ino
-}
-
 // resolveLayout reads the layout from kernel BTF. It follows the pointer
 // types of the context members (task → task_struct, file → file, f_inode →
 // inode) instead of looking those structs up by name, so a kernel that

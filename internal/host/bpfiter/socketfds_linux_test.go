@@ -2,27 +2,38 @@ package bpfiter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpsentry/tcpsentry/internal/host/proc"
 	"github.com/tcpsentry/tcpsentry/internal/testenv"
 )
 
-// socketFDs runs SocketFDs, skipping (or failing under TCPSENTRY_E2E=1)
-// when the kernel or our privileges do not allow it.
-func socketFDs(tb testing.TB) []FD {
+// paths are the load paths every SocketFDs test runs through: each must
+// work on its own, not only as the other's fallback.
+var paths = []struct {
+	name string
+	p    loadPath
+}{{"raw", pathRaw}, {"cilium", pathCilium}}
+
+// socketFDs runs SocketFDs through path p, skipping (or failing under
+// TCPSENTRY_E2E=1) when the kernel or our privileges do not allow it.
+func socketFDs(tb testing.TB, p loadPath) []FD {
 	tb.Helper()
 	testenv.NeedRoot(tb)
-	fds, err := SocketFDs(context.Background())
+	fds, err := socketFDsVia(context.Background(), p, kernelBTFPath)
 	why := "BPF iterators unavailable"
 	if err != nil {
 		why += ": " + err.Error()
@@ -128,24 +139,29 @@ func TestSocketFDs(t *testing.T) {
 		t.Fatal("child's fd 3 is not the listener")
 	}
 
-	got := index(t, socketFDs(t))
-	for k, ino := range want {
-		if g, ok := got[k]; !ok {
-			t.Errorf("tgid %d fd %d (socket:[%d]) missing", k.tgid, k.fd, ino)
-		} else if g != ino {
-			t.Errorf("tgid %d fd %d: inode %d, /proc says %d", k.tgid, k.fd, g, ino)
-		}
-	}
-	// Everything reported for this process is a socket with that inode
-	// (descriptors closed since are not: the runtime may close its own).
-	for k, ino := range got {
-		if k.tgid != int32(self) {
-			continue
-		}
-		target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", k.fd))
-		if err == nil && target != fmt.Sprintf("socket:[%d]", ino) {
-			t.Errorf("fd %d reported as socket:[%d], /proc says %s", k.fd, ino, target)
-		}
+	for _, path := range paths {
+		t.Run(path.name, func(t *testing.T) {
+			got := index(t, socketFDs(t, path.p))
+			for k, ino := range want {
+				if g, ok := got[k]; !ok {
+					t.Errorf("tgid %d fd %d (socket:[%d]) missing", k.tgid, k.fd, ino)
+				} else if g != ino {
+					t.Errorf("tgid %d fd %d: inode %d, /proc says %d", k.tgid, k.fd, g, ino)
+				}
+			}
+			// Everything reported for this process is a socket with that
+			// inode (descriptors closed since are not: the runtime may
+			// close its own).
+			for k, ino := range got {
+				if k.tgid != int32(self) {
+					continue
+				}
+				target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", k.fd))
+				if err == nil && target != fmt.Sprintf("socket:[%d]", ino) {
+					t.Errorf("fd %d reported as socket:[%d], /proc says %s", k.fd, ino, target)
+				}
+			}
+		})
 	}
 }
 
@@ -178,16 +194,21 @@ func TestSocketFDsThreadWithOwnFileTable(t *testing.T) {
 		close(release)
 		t.Fatalf("unshare(CLONE_FILES): %v", err)
 	}
-	fds := socketFDs(t)
-	close(release)
-	<-done
+	defer func() {
+		close(release)
+		<-done
+	}()
 
-	got := index(t, fds)
 	self := int32(os.Getpid())
-	for _, fd := range pair {
-		if got[key{self, int32(fd)}] != socketInode(t, int(self), fd) {
-			t.Errorf("fd %d: inode %d, want %d", fd, got[key{self, int32(fd)}], socketInode(t, int(self), fd))
-		}
+	for _, path := range paths {
+		t.Run(path.name, func(t *testing.T) {
+			got := index(t, socketFDs(t, path.p))
+			for _, fd := range pair {
+				if got[key{self, int32(fd)}] != socketInode(t, int(self), fd) {
+					t.Errorf("fd %d: inode %d, want %d", fd, got[key{self, int32(fd)}], socketInode(t, int(self), fd))
+				}
+			}
+		})
 	}
 }
 
@@ -214,23 +235,31 @@ func holdSockets(tb testing.TB, n int) []int {
 	return fds
 }
 
-// BenchmarkSocketFDs is the whole fast path (BTF, load, attach, read) for
-// every socket on the host: benchSockets here plus whatever else runs.
-// sockets/op says how many that was, ns/socket the cost of each.
+// BenchmarkSocketFDs is the whole of SocketFDs (BTF, load, attach, read)
+// through each load path, for every socket on the host: benchSockets here
+// plus whatever else runs. sockets/op says how many that was, ns/socket
+// the cost of each.
 func BenchmarkSocketFDs(b *testing.B) {
 	holdSockets(b, benchSockets)
-	socketFDs(b)
-	b.ReportAllocs()
-	var n int
-	for b.Loop() {
-		fds, err := SocketFDs(context.Background())
-		if err != nil {
-			b.Fatal(err)
-		}
-		n = len(fds)
+	for _, path := range append(paths, struct {
+		name string
+		p    loadPath
+	}{"auto", pathAuto}) {
+		b.Run(path.name, func(b *testing.B) {
+			socketFDs(b, path.p)
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				fds, err := socketFDsVia(context.Background(), path.p, kernelBTFPath)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n = len(fds)
+			}
+			b.ReportMetric(float64(n), "sockets/op")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+		})
 	}
-	b.ReportMetric(float64(n), "sockets/op")
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
 }
 
 // BenchmarkReadlinkSelf is the comparison figure: a plain readlink loop
@@ -274,4 +303,61 @@ func BenchmarkProcScan(b *testing.B) {
 	}
 	b.ReportMetric(float64(n), "sockets/op")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/socket")
+}
+
+// TestLoadProgramRejected checks the raw path's second try: a program the
+// verifier refuses comes back with the tail of the verifier's log.
+func TestLoadProgramRejected(t *testing.T) {
+	testenv.NeedRoot(t)
+	b, err := parseBTF(kernelBTF(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, attachID, err := b.iterTarget()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A load far past the end of the 32-byte context.
+	bad := asm.Instructions{
+		asm.LoadMem(asm.R0, asm.R1, 4000, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
+	}
+	fd, err := loadProgram(bad, attachID, b.bo)
+	if err == nil {
+		unix.Close(fd)
+		t.Fatal("verifier accepted an out-of-bounds context load")
+	}
+	if !strings.Contains(err.Error(), "verifier rejected the program") || !strings.Contains(err.Error(), "log tail:\n") {
+		t.Errorf("no verifier log in %v", err)
+	}
+	t.Log(err)
+}
+
+// TestSocketFDsFallback breaks the raw path (its BTF is a file that is not
+// BTF) and checks that SocketFDs still answers through cilium/ebpf, and
+// that the raw path alone reports why it failed.
+func TestSocketFDsFallback(t *testing.T) {
+	testenv.NeedRoot(t)
+	socketFDs(t, pathCilium)
+	notBTF := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(notBTF, []byte("not BTF at all, but long enough for a header"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := socketFDsVia(context.Background(), pathRaw, notBTF)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "bad magic") {
+		t.Errorf("raw path on bad BTF: %v", err)
+	}
+	self := int32(os.Getpid())
+	pair := holdSockets(t, 2)
+	fds, err := socketFDsVia(context.Background(), pathAuto, notBTF)
+	if err != nil {
+		t.Fatalf("no fallback: %v", err)
+	}
+	got := index(t, fds)
+	for _, fd := range pair {
+		if got[key{self, int32(fd)}] != socketInode(t, int(self), fd) {
+			t.Errorf("fd %d: inode %d, want %d", fd, got[key{self, int32(fd)}], socketInode(t, int(self), fd))
+		}
+	}
 }
