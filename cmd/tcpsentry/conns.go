@@ -73,6 +73,8 @@ Filters combine with AND; repeated values of one filter combine with OR.`,
 				Processes:        !noProc,
 				Conntrack:        !noCT,
 				EnableTimestamps: !noCT && !noEnable,
+				// The table and the summary show no TCP info; JSON does.
+				NoTCPInfo: !jsonOut,
 			})
 			if err != nil {
 				return err
