@@ -333,4 +333,3 @@ func (a *Analyzer) observe(m jetstream.Msg, src bool, st *partitionDetectors, em
 		st.dest.observe(c, host, emit)
 	}
 }
-
