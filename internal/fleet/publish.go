@@ -154,9 +154,14 @@ func (p *ConnPublisher) publish(ctx context.Context, pm pending) {
 }
 
 // confirm waits for each record's acknowledgement in publish order and
-// republishes those that failed or timed out, until retry has passed.
+// republishes those that failed or timed out, until retry has passed. A
+// record is retried at most every retryGap, but a backlog whose futures
+// failed long ago is republished without waiting, so recovery after an
+// outage takes round trips, not sleeps.
 func (p *ConnPublisher) confirm(ctx context.Context) {
+	const retryGap = 250 * time.Millisecond
 	for pm := range p.pending {
+		last := pm.first
 		for {
 			var err error
 			select {
@@ -174,9 +179,10 @@ func (p *ConnPublisher) confirm(ctx context.Context) {
 				p.log.Warn("record dropped: not acknowledged", "msg_id", pm.id, "err", err)
 				break
 			}
-			if !sleep(ctx, 100*time.Millisecond) {
+			if wait := retryGap - time.Since(last); wait > 0 && !sleep(ctx, wait) {
 				continue
 			}
+			last = time.Now()
 			p.Stats.Retried.Add(1)
 			fut, perr := p.js.PublishMsgAsync(pm.msg, jetstream.WithMsgID(pm.id))
 			if perr != nil {
