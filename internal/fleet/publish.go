@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -245,6 +244,3 @@ func (s *AlertSink) Send(ctx context.Context, a alert.Alert) error {
 
 // Close implements sink.Sink; the connection belongs to the caller.
 func (s *AlertSink) Close() error { return nil }
-
-// errLeaseLost ends a partition worker whose lease another analyzer took.
-var errLeaseLost = errors.New("lease lost")
