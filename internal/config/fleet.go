@@ -36,6 +36,10 @@ type Fleet struct {
 	// MaxPartitions caps the partitions one analyzer claims (0: as many as
 	// are free); with N analyzers, partitions/N shares the work.
 	MaxPartitions int `yaml:"max_partitions"`
+	// Replay is how far back (in stream time) a partition's new owner
+	// replays the records its previous owner had processed, to rebuild
+	// detector state; 0 turns it off. Cover the longest detector window.
+	Replay Duration `yaml:"replay"`
 	// Store is the analyzer's alert store (history and outbox).
 	Store string `yaml:"store"`
 	// Destination is the fleet-destination detector: one external
@@ -44,6 +48,17 @@ type Fleet struct {
 	// Scan is the fleet-scan detector: one source probing at least
 	// MinTargets host:port pairs, seen by at least MinSentries sentries.
 	Scan FleetScan `yaml:"scan"`
+	// Chain is the fleet-lateral-chain detector: an admin-protocol
+	// connection A→B followed by B→C within Window (admin ports from
+	// detectors.lateral-movement).
+	Chain FleetChain `yaml:"chain"`
+}
+
+// FleetChain tunes the fleet-lateral-chain detector.
+type FleetChain struct {
+	Enabled  bool     `yaml:"enabled"`
+	Window   Duration `yaml:"window"`
+	MaxHosts int      `yaml:"max_hosts"` // state bound per partition
 }
 
 // FleetDestination tunes the fleet-destination detector.
@@ -91,5 +106,8 @@ func (c *Config) semanticFleet(report func(path string, err error)) {
 	}
 	if s := f.Scan; s.MinTargets < 2 || s.MinSentries < 2 || s.Window.Duration <= 0 || s.MaxSources < 1 {
 		report("$.fleet.scan", fmt.Errorf("min_targets and min_sentries must be at least 2, window positive, max_sources at least 1"))
+	}
+	if c := f.Chain; c.Window.Duration <= 0 || c.MaxHosts < 1 {
+		report("$.fleet.chain", fmt.Errorf("window must be positive, max_hosts at least 1"))
 	}
 }

@@ -93,19 +93,28 @@ func (a *Analyzer) Run(ctx context.Context) error {
 	}
 	l := &leases{kv: kv, owner: a.o.Owner, held: map[int]uint64{}}
 	workers := map[int]*worker{}
-	stop := func(p int) {
-		w := workers[p]
-		w.cancel()
-		<-w.done
-		delete(workers, p)
-		a.Stats.Released.Add(1)
-	}
 	bg := context.WithoutCancel(ctx)
+	var stopping sync.WaitGroup
+	// stop ends a partition's workers without holding up renewals of the
+	// others; with release, its lease is freed once they have stopped (and
+	// acknowledged what they processed), so the next owner replays all of it.
+	stop := func(p int, release bool) {
+		w := workers[p]
+		delete(workers, p)
+		w.cancel()
+		a.Stats.Released.Add(1)
+		stopping.Go(func() {
+			<-w.done
+			if release {
+				l.release(bg, p)
+			}
+		})
+	}
 	defer func() {
 		for p := range workers {
-			stop(p)
-			l.release(bg, p)
+			stop(p, true)
 		}
+		stopping.Wait()
 		l.leave(bg)
 	}()
 	// Start the scan for free partitions at an owner-dependent offset, so
@@ -115,7 +124,11 @@ func (a *Analyzer) Run(ctx context.Context) error {
 	offset := int(h.Sum32() % uint32(a.cfg.Partitions))
 	period := a.cfg.LeaseTTL.Duration / 3
 	for {
-		members, err := l.members(ctx)
+		// Every broker request of a round is bounded by the renewal period,
+		// so one slow answer cannot let the other leases lapse.
+		rctx, cancel := context.WithTimeout(ctx, period)
+		members, err := l.members(rctx)
+		cancel()
 		if err != nil {
 			a.log.Warn("fleet membership", "err", err)
 		}
@@ -124,9 +137,12 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			share = min(share, a.cfg.MaxPartitions)
 		}
 		for p := range workers {
-			if err := l.renew(ctx, p); err != nil {
+			rctx, cancel := context.WithTimeout(ctx, period)
+			err := l.renew(rctx, p)
+			cancel()
+			if err != nil {
 				a.log.Warn("partition lost", "partition", p, "err", err)
-				stop(p)
+				stop(p, false)
 			}
 		}
 		// Hand back partitions beyond the fair share, so a new instance
@@ -135,8 +151,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			if len(workers) <= share {
 				break
 			}
-			stop(p)
-			l.release(ctx, p)
+			stop(p, true)
 			a.log.Info("partition released for rebalancing", "partition", p)
 		}
 		for i := 0; i < a.cfg.Partitions && len(workers) < share && ctx.Err() == nil; i++ {
@@ -144,7 +159,9 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			if workers[p] != nil {
 				continue
 			}
-			ok, err := l.claim(ctx, p)
+			cctx, cancel := context.WithTimeout(ctx, period)
+			ok, err := l.claim(cctx, p)
+			cancel()
 			if err != nil {
 				a.log.Warn("claim", "partition", p, "err", err)
 				break
@@ -160,8 +177,12 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			go func() {
 				defer close(w.done)
 				var wg sync.WaitGroup
-				wg.Go(func() { a.work(wctx, p, true) })
-				wg.Go(func() { a.work(wctx, p, false) })
+				var chain *chainDetector
+				if a.o.Config.Fleet.Chain.Enabled {
+					chain = newChainDetector(a.o.Config)
+				}
+				wg.Go(func() { a.work(wctx, p, true, chain) })
+				wg.Go(func() { a.work(wctx, p, false, chain) })
 				wg.Wait()
 			}()
 		}
@@ -177,6 +198,7 @@ type partitionDetectors struct {
 	engine    *detect.Engine
 	scan      *scanDetector        // source side
 	dest      *destinationDetector // destination side
+	chain     *chainDetector       // both sides of the partition share it
 	clock     time.Time            // latest event time seen
 	lastEvent time.Time            // wall time clock was last moved by a record
 }
@@ -185,7 +207,7 @@ type partitionDetectors struct {
 // until ctx ends. Messages are acknowledged (AckAll, by the last of each
 // each) only after the detectors have seen them, so a crash redelivers
 // them to the next owner: records are processed at least once.
-func (a *Analyzer) work(ctx context.Context, p int, src bool) {
+func (a *Analyzer) work(ctx context.Context, p int, src bool, chain *chainDetector) {
 	name, filter := fmt.Sprintf("fleet-src-%d", p), srcFilter(p)
 	if !src {
 		name, filter = fmt.Sprintf("fleet-dst-%d", p), dstFilter(p)
@@ -209,7 +231,7 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool) {
 	if cons == nil {
 		return
 	}
-	st := &partitionDetectors{}
+	st := &partitionDetectors{chain: chain}
 	if src {
 		st.traffic = detect.TrafficDetectors(a.o.Config, a.o.Deps)
 		st.engine = detect.NewEngine(st.traffic, "fleet", a.log)
@@ -218,8 +240,6 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool) {
 		}
 	} else if a.o.Config.Fleet.Destination.Enabled {
 		st.dest = newDestinationDetector(a.o.Config)
-	} else {
-		return
 	}
 	agg := alert.NewAggregator()
 	emit := func(al alert.Alert) {
@@ -228,6 +248,7 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool) {
 		}
 		agg.Add(al)
 	}
+	a.replay(ctx, cons, filter, st, src, emit, log)
 	lastFlush := time.Now()
 	flush := func(ctx context.Context) {
 		now := st.clock
@@ -292,8 +313,19 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool) {
 		// lost in transit during a reconnect must not be acknowledged by a
 		// later one. Alerts flushed above are committed before; a crash in
 		// between reprocesses the records and raises the same ids again.
-		for _, m := range got {
-			if err := m.Ack(); err != nil {
+		// The last acknowledgement waits for the server's confirmation, so
+		// when this worker stops its acknowledgements are in, and the next
+		// owner's replay reaches every record this one processed.
+		for i, m := range got {
+			var err error
+			if i == len(got)-1 {
+				actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				err = m.DoubleAck(actx)
+				cancel()
+			} else {
+				err = m.Ack()
+			}
+			if err != nil {
 				log.Warn("ack", "err", err)
 				break
 			}
@@ -301,14 +333,70 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool) {
 	}
 }
 
-func (a *Analyzer) observe(m jetstream.Msg, src bool, st *partitionDetectors, emit detect.Emit, log *slog.Logger) {
-	nm := &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}
-	c, host, err := Decode(nm)
-	if err != nil {
-		a.Stats.Bad.Add(1)
-		log.Warn("bad record skipped", "subject", m.Subject(), "err", err)
+// replay rebuilds the detectors' state when a partition changes owner: the
+// records of the last fleet.replay (wall time in the stream) up to the
+// durable consumer's ack floor — those the previous owner had processed —
+// are fed to the detectors again through a temporary consumer. Alerts they
+// raise again have the ids raised before. Records the previous owner
+// acknowledged out of order above the floor are not replayed.
+func (a *Analyzer) replay(ctx context.Context, cons jetstream.Consumer, filter string, st *partitionDetectors, src bool, emit detect.Emit, log *slog.Logger) {
+	if a.cfg.Replay.Duration <= 0 {
 		return
 	}
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	info, err := cons.Info(ictx)
+	cancel()
+	if err != nil {
+		log.Warn("replay: consumer info", "err", err)
+		return
+	}
+	floor := info.AckFloor.Stream
+	if floor == 0 {
+		return
+	}
+	since := time.Now().Add(-a.cfg.Replay.Duration)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	tmp, err := a.js.CreateConsumer(cctx, ConnStream, jetstream.ConsumerConfig{
+		FilterSubject: filter, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+		AckPolicy: jetstream.AckNonePolicy, InactiveThreshold: time.Minute, MemoryStorage: true, Replicas: 1,
+	})
+	cancel()
+	if err != nil {
+		log.Warn("replay: creating consumer", "err", err)
+		return
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = a.js.DeleteConsumer(dctx, ConnStream, tmp.CachedInfo().Name)
+		cancel()
+	}()
+	n := 0
+	start := time.Now()
+	for ctx.Err() == nil {
+		batch, err := tmp.Fetch(1024, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			log.Warn("replay: fetch", "err", err)
+			return
+		}
+		got, done := 0, false
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil || md.Sequence.Stream > floor {
+				done = true
+				continue
+			}
+			n++
+			a.feed(m, src, st, emit, log)
+		}
+		if done || got == 0 {
+			break
+		}
+	}
+	log.Info("partition state replayed", "records", n, "up_to_seq", floor, "took", time.Since(start).Round(time.Millisecond))
+}
+
+func (a *Analyzer) observe(m jetstream.Msg, src bool, st *partitionDetectors, emit detect.Emit, log *slog.Logger) {
 	a.Stats.Records.Add(1)
 	if a.o.OnRecord != nil {
 		redelivered := false
@@ -316,6 +404,18 @@ func (a *Analyzer) observe(m jetstream.Msg, src bool, st *partitionDetectors, em
 			redelivered = true
 		}
 		a.o.OnRecord(m.Headers().Get(jetstream.MsgIDHeader), src, redelivered)
+	}
+	a.feed(m, src, st, emit, log)
+}
+
+// feed decodes one record message and runs the detectors on it.
+func (a *Analyzer) feed(m jetstream.Msg, src bool, st *partitionDetectors, emit detect.Emit, log *slog.Logger) {
+	nm := &nats.Msg{Subject: m.Subject(), Data: m.Data(), Header: m.Headers()}
+	c, host, err := Decode(nm)
+	if err != nil {
+		a.Stats.Bad.Add(1)
+		log.Warn("bad record skipped", "subject", m.Subject(), "err", err)
+		return
 	}
 	if t := c.LastSeen(); t.After(st.clock) {
 		st.clock = t
@@ -331,5 +431,8 @@ func (a *Analyzer) observe(m jetstream.Msg, src bool, st *partitionDetectors, em
 	}
 	if st.dest != nil {
 		st.dest.observe(c, host, emit)
+	}
+	if st.chain != nil {
+		st.chain.observe(c, host, src, emit)
 	}
 }

@@ -225,7 +225,7 @@ func sinkCommit(t testing.TB, nc *nats.Conn) func(context.Context, time.Time, []
 // JetStream's dedup window (Nats-Msg-Id = id/severity) drops them.
 func TestClusterFaults(t *testing.T) {
 	c := startCluster(t)
-	cfg, err := config.Parse([]byte("fleet:\n  partitions: 8\n  replicas: 3\n  lease_ttl: 3s\n"), "test.yaml")
+	cfg, err := config.Parse([]byte("fleet:\n  partitions: 8\n  replicas: 3\n  lease_ttl: 4s\n"), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestClusterFaults(t *testing.T) {
 	var published sync.WaitGroup
 	var mu sync.Mutex
 	var acked, dropped uint64
-	progress := make(chan int, 3*(background+16))
+	progress := make(chan int, len(want))
 	for i, h := range scenarioHosts {
 		published.Go(func() {
 			nc, err := Connect(ConnectOptions{URLs: c.urls, Name: h})
@@ -327,7 +327,21 @@ func TestClusterFaults(t *testing.T) {
 	t.Logf("publishers: all %d records acknowledged by the cluster", acked)
 
 	ok := waitFor(60*time.Second, func() bool { return seen.len() == total })
-	time.Sleep(time.Second) // the flush after the last record
+	// The findings of partitions taken over come from the new owner's
+	// replay; wait for all three fleet findings (bounded), then stop.
+	var as []alert.Alert
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		as = fleetAlerts(t, []string{c.urls[0], c.urls[2]})
+		got := map[string]bool{}
+		for _, a := range as {
+			got[a.Detector] = true
+		}
+		if got[DetDestination] && got[DetScan] && got[DetChain] {
+			break
+		}
+		time.Sleep(time.Second)
+	}
 	cancel()
 	for _, in := range ins {
 		<-in.done
@@ -355,7 +369,6 @@ func TestClusterFaults(t *testing.T) {
 		t.Logf("survivor claims: %d", ins[1].a.Stats.Claimed.Load())
 	}
 
-	as := fleetAlerts(t, []string{c.urls[0], c.urls[2]})
 	byKey := map[string]int{}
 	ids := map[string]map[string]bool{}
 	for _, a := range as {
@@ -371,8 +384,9 @@ func TestClusterFaults(t *testing.T) {
 			t.Errorf("fleet alert %s on the subject %d times", k, n)
 		}
 	}
-	if len(ids[DetDestination]) != 1 || len(ids[DetScan]) != 1 {
-		t.Errorf("fleet-destination ids %v, fleet-scan ids %v: want one finding each", ids[DetDestination], ids[DetScan])
+	if len(ids[DetDestination]) != 1 || len(ids[DetScan]) != 1 || len(ids[DetChain]) != 1 {
+		t.Errorf("fleet-destination ids %v, fleet-scan ids %v, fleet-lateral-chain ids %v: want one finding each",
+			ids[DetDestination], ids[DetScan], ids[DetChain])
 	}
 	if !errors.Is(ctx.Err(), context.Canceled) {
 		t.Error("context")

@@ -192,6 +192,54 @@ func TestLeases(t *testing.T) {
 	}
 }
 
+func TestChainDetector(t *testing.T) {
+	type obs struct {
+		c   *model.Conn
+		src bool // which side the record arrives on
+	}
+	ab := conn(0, "10.0.0.1:5000", "10.0.0.2:22", model.ConnSF)
+	bc := conn(time.Minute, "10.0.0.2:5001", "10.0.0.3:445", model.ConnSF)
+	ba := conn(time.Minute, "10.0.0.2:5001", "10.0.0.1:22", model.ConnSF)
+	bcEarly := conn(-time.Minute, "10.0.0.2:5001", "10.0.0.3:445", model.ConnSF)
+	bcLate := conn(2*time.Hour, "10.0.0.2:5001", "10.0.0.3:445", model.ConnSF)
+	bcRefused := conn(time.Minute, "10.0.0.2:5001", "10.0.0.3:445", model.ConnREJ)
+	bcWeb := conn(time.Minute, "10.0.0.2:5001", "10.0.0.3:80", model.ConnSF)
+	bExt := conn(time.Minute, "10.0.0.2:5001", "203.0.113.3:22", model.ConnSF)
+	for _, tc := range []struct {
+		name   string
+		in     []obs
+		alerts int
+	}{
+		{"A to B then B to C", []obs{{ab, false}, {bc, true}}, 1},
+		{"records arrive in the other order", []obs{{bc, true}, {ab, false}}, 1},
+		{"reported once", []obs{{ab, false}, {bc, true}, {bc, true}}, 1},
+		{"back to the origin is not a chain", []obs{{ab, false}, {ba, true}}, 0},
+		{"B to C before A to B", []obs{{ab, false}, {bcEarly, true}}, 0},
+		{"beyond the window", []obs{{ab, false}, {bcLate, true}}, 0},
+		{"refused second hop", []obs{{ab, false}, {bcRefused, true}}, 0},
+		{"not an admin port", []obs{{ab, false}, {bcWeb, true}}, 0},
+		{"external third host", []obs{{ab, false}, {bExt, true}}, 0},
+		{"same side twice is not a chain", []obs{{ab, true}, {bc, true}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newChainDetector(testConfig(t, 4))
+			agg := alert.NewAggregator()
+			for _, o := range tc.in {
+				d.observe(o.c, "h", o.src, agg.Add)
+			}
+			if agg.Len() != tc.alerts {
+				t.Fatalf("%d alerts, want %d: %+v", agg.Len(), tc.alerts, agg.Alerts())
+			}
+			if tc.alerts == 1 {
+				a := agg.Alerts()[0]
+				if a.Entity != "chain 10.0.0.1>10.0.0.2>10.0.0.3" || a.Validate() != nil {
+					t.Errorf("alert %+v", a)
+				}
+			}
+		})
+	}
+}
+
 func BenchmarkEncodeDecode(b *testing.B) {
 	c := scenario(0, 1)[0]
 	b.ReportAllocs()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -19,6 +20,7 @@ import (
 type leases struct {
 	kv    jetstream.KeyValue
 	owner string
+	mu    sync.Mutex     // held is also touched by releases that wait for a worker
 	held  map[int]uint64 // partition → revision of our lease
 }
 
@@ -34,14 +36,21 @@ func (l *leases) claim(ctx context.Context, p int) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("claiming partition %d: %w", p, err)
 	}
+	l.mu.Lock()
 	l.held[p] = rev
+	l.mu.Unlock()
 	return true, nil
 }
 
 // renew extends the lease on p; an error means it is no longer ours (or
 // the broker is unreachable, in which case it may lapse: stop either way).
 func (l *leases) renew(ctx context.Context, p int) error {
-	rev, err := l.kv.Update(ctx, partKey(p), []byte(l.owner), l.held[p])
+	l.mu.Lock()
+	cur := l.held[p]
+	l.mu.Unlock()
+	rev, err := l.kv.Update(ctx, partKey(p), []byte(l.owner), cur)
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if err != nil {
 		delete(l.held, p)
 		return fmt.Errorf("renewing partition %d: %w", p, err)
@@ -52,9 +61,12 @@ func (l *leases) renew(ctx context.Context, p int) error {
 
 // release frees p if it is still ours.
 func (l *leases) release(ctx context.Context, p int) {
-	if rev, ok := l.held[p]; ok {
+	l.mu.Lock()
+	rev, ok := l.held[p]
+	delete(l.held, p)
+	l.mu.Unlock()
+	if ok {
 		_ = l.kv.Delete(ctx, partKey(p), jetstream.LastRevision(rev))
-		delete(l.held, p)
 	}
 }
 

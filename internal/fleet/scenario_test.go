@@ -22,8 +22,9 @@ var (
 
 // scenario returns sentry i's records in event-time order: 6 beacons a
 // minute apart, 10 refused probes from the scanner (30 over the fleet, each
-// sentry below fleet.scan.min_targets on its own), and background
-// connections to internal servers and to distinct external addresses.
+// sentry below fleet.scan.min_targets on its own), one hop of a
+// lateral-movement chain (sentries 0 and 1), and background connections to
+// internal servers and to distinct external addresses.
 func scenario(i, background int) []*model.Conn {
 	host := netip.AddrFrom4([4]byte{10, 0, byte(i + 1), 10})
 	var out []*model.Conn
@@ -46,6 +47,16 @@ func scenario(i, background int) []*model.Conn {
 			Proto: model.ProtoTCP, ConnState: model.ConnREJ, History: "Sr", OrigPkts: 1, RespPkts: 1,
 			OrigIPBytes: 44, RespIPBytes: 40, FirstFlags: model.FlagSYN, End: model.EndClosed,
 			Unset: model.FieldDuration | model.FieldOrigBytes | model.FieldRespBytes})
+	}
+	// A lateral-movement chain: sentry 0's host logs into sentry 1's over
+	// SSH, which then opens SMB to sentry 2's.
+	switch i {
+	case 0:
+		add(&model.Conn{TS: scenarioStart.Add(3 * time.Minute), Orig: netip.AddrPortFrom(host, 50000), Resp: netip.MustParseAddrPort("10.0.2.10:22"),
+			Proto: model.ProtoTCP, Duration: 30 * time.Second, OrigBytes: 4000, RespBytes: 9000, ConnState: model.ConnSF, History: "ShADadFf", End: model.EndClosed})
+	case 1:
+		add(&model.Conn{TS: scenarioStart.Add(3*time.Minute + 20*time.Second), Orig: netip.AddrPortFrom(host, 50001), Resp: netip.MustParseAddrPort("10.0.3.10:445"),
+			Proto: model.ProtoTCP, Duration: 5 * time.Second, OrigBytes: 2000, RespBytes: 3000, ConnState: model.ConnSF, History: "ShADadFf", End: model.EndClosed})
 	}
 	for k := range background {
 		ts := scenarioStart.Add(time.Duration(k) * time.Second / time.Duration(max(background/300, 1)))

@@ -60,25 +60,33 @@ func TestClusterThroughput(t *testing.T) {
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	var analyzers []*Analyzer
-	for i := range 2 {
-		nc, err := Connect(ConnectOptions{URLs: c.urls, Name: fmt.Sprint("analyzer-", i)})
-		if err != nil {
-			t.Fatal(err)
+	startAnalyzers := func() {
+		for i := range 2 {
+			nc, err := Connect(ConnectOptions{URLs: c.urls, Name: fmt.Sprint("analyzer-", i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			a, err := NewAnalyzer(nc, AnalyzerOptions{Config: cfg, Owner: fmt.Sprint("an-", i),
+				Commit: sinkCommit(t, nc), OnRecord: record, Log: testLog(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			analyzers = append(analyzers, a)
+			wg.Go(func() { _ = a.Run(ctx) })
 		}
-		defer nc.Close()
-		a, err := NewAnalyzer(nc, AnalyzerOptions{Config: cfg, Owner: fmt.Sprint("an-", i),
-			Commit: sinkCommit(t, nc), OnRecord: record, Log: testLog(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		analyzers = append(analyzers, a)
-		wg.Go(func() { _ = a.Run(ctx) })
-	}
-	// Let both claim their share before the clock starts.
-	waitFor(20*time.Second, func() bool {
-		return analyzers[0].Stats.Claimed.Load()+analyzers[1].Stats.Claimed.Load() >= 16
-	})
+		// Let both claim their share before the clock starts.
+		waitFor(20*time.Second, func() bool {
+			return analyzers[0].Stats.Claimed.Load()+analyzers[1].Stats.Claimed.Load() >= 16
+		})
 
+	}
+	// TSFLEET_PHASED=1 publishes everything before the analyzers start, to
+	// see each stage's rate alone.
+	phased := os.Getenv("TSFLEET_PHASED") == "1"
+	if !phased {
+		startAnalyzers()
+	}
 	start := time.Now()
 	var pubs sync.WaitGroup
 	var mu sync.Mutex
@@ -111,6 +119,10 @@ func TestClusterThroughput(t *testing.T) {
 	}
 	pubs.Wait()
 	published := time.Since(start)
+	consumeStart := time.Now()
+	if phased {
+		startAnalyzers()
+	}
 	dstCount := func() int {
 		n := 0
 		dstSeen.Range(func(any, any) bool { n++; return true })
@@ -120,6 +132,9 @@ func TestClusterThroughput(t *testing.T) {
 		t.Fatalf("consumed %d (source side) and %d (destination side) of %d", seen.len(), dstCount(), total)
 	}
 	done := time.Since(start)
+	if phased {
+		t.Logf("PHASED consumption alone: %d records in %.2fs (%.0f records/s)", total, time.Since(consumeStart).Seconds(), float64(total)/time.Since(consumeStart).Seconds())
+	}
 	if acked != uint64(total) {
 		t.Fatalf("acked %d of %d", acked, total)
 	}
