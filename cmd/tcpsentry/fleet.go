@@ -73,7 +73,9 @@ its partitions back, a dead one's are taken over when its leases lapse.
 Each claimed partition is read by durable consumers: the traffic
 detectors and fleet-scan see every host's records of the partition's
 source addresses, fleet-destination every host's records of its
-destination addresses.
+destination addresses, fleet-lateral-chain both. A partition's new owner
+first replays (fleet.replay) what the previous owner had processed, so
+detector windows survive the handover.
 
 Fleet alerts are committed to the analyzer's store (fleet.store, else
 store.path) and delivered through its outbox to the configured sinks and
