@@ -388,6 +388,9 @@ func (a *Analyzer) replay(ctx context.Context, cons jetstream.Consumer, filter s
 			}
 			n++
 			a.feed(m, src, st, emit, log)
+			// The floor is one of this filter's messages: stop at it
+			// rather than wait for an empty fetch.
+			done = done || md.Sequence.Stream == floor
 		}
 		if done || got == 0 {
 			break

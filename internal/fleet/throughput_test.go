@@ -16,13 +16,13 @@ import (
 // TestClusterThroughput measures records per second through publish →
 // three-node cluster (R3 streams; TSFLEET_REPLICAS=1 for R1) → two
 // analyzers (source and destination sides, all detectors on).
-// TSFLEET_RECORDS sets the records per sentry (default 10000, three
+// TSFLEET_RECORDS sets the records per sentry (default 5000, three
 // sentries). The figures go to docs/fleet.md.
 func TestClusterThroughput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("throughput run")
 	}
-	perSentry := 10000
+	perSentry := 5000
 	if s := os.Getenv("TSFLEET_RECORDS"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 100 {
