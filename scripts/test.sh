@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 staticcheck_version=v0.8.2
-debian_packages=(iproute2 nmap hping3 ncat tcpdump tshark conntrack nftables net-tools lsof procps time ethtool)
+debian_packages=(iproute2 nmap hping3 ncat tcpdump tshark conntrack nftables net-tools lsof procps time ethtool nats-server)
 
 log() { printf '== %s\n' "$*"; }
 

@@ -64,7 +64,7 @@ wrong, why, and how sure it is.`,
 		stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 		return nil
 	}
-	root.AddCommand(newConnsCmd(), newCheckCmd(), newAnalyzeCmd(), newEvalCmd(), newFlowsCmd(), newConfigCmd(), newBaselineCmd(), newWatchCmd())
+	root.AddCommand(newConnsCmd(), newCheckCmd(), newAnalyzeCmd(), newEvalCmd(), newFlowsCmd(), newConfigCmd(), newBaselineCmd(), newWatchCmd(), newFleetCmd())
 	return root, func() {
 		if stopProfile != nil {
 			stopProfile()

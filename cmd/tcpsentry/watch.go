@@ -36,6 +36,7 @@ func newWatchCmd() *cobra.Command {
 		interval   time.Duration
 		logLevel   string
 		live       liveFlags
+		publish    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "watch",
@@ -63,6 +64,12 @@ suspicious-port), with open connections reported as they progress; with
 reported when it ends, so one that came and went between two snapshots is
 still seen. --netns runs both in a network namespace.
 
+With --publish nats://HOST:PORT (fleet.urls) the traffic records and the
+alerts are also published to NATS JetStream for 'tcpsentry fleet'
+(docs/fleet.md): records through a bounded buffer that drops and counts
+what a long broker outage does not let it deliver, alerts through the
+outbox like any sink.
+
 With --once, one cycle runs and the outbox is drained; the exit status is
 that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
 		Args: cobra.NoArgs,
@@ -75,7 +82,7 @@ that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
 			w := &watcher{
 				log: log, configPath: configPath, storePath: storePath,
 				interval: interval, stdout: cmd.OutOrStdout(), source: hostSource(),
-				metrics: metrics.New(), live: live,
+				metrics: metrics.New(), live: live, publishURLs: publish,
 			}
 			return w.run(cmd.Context(), once)
 		},
@@ -90,6 +97,7 @@ that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
 	f.StringVar(&live.filter, "filter", "", "pcap-filter expression for --capture (overrides watch.capture.filter)")
 	f.StringVar(&live.netns, "netns", "", "network namespace (name or path) of the captured interfaces and of conntrack")
 	f.BoolVar(&live.conntrack, "conntrack", false, "follow conntrack events (sets watch.conntrack.enabled)")
+	f.StringSliceVar(&publish, "publish", nil, "publish records and alerts to these NATS JetStream servers (overrides fleet.urls)")
 	return cmd
 }
 
@@ -113,6 +121,9 @@ type watcher struct {
 	// sources feed the traffic detectors: live capture, conntrack events.
 	sources []connSource
 	live    liveFlags // command-line overrides of watch.capture and watch.conntrack
+	// publishURLs overrides fleet.urls; pub publishes to the fleet (nil: off).
+	publishURLs []string
+	pub         *publisher
 
 	cfg  *config.Config
 	deps detect.Deps
@@ -167,7 +178,11 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	if err != nil {
 		return err
 	}
-	w.startSinks(sinks)
+	if w.pub, err = w.startPublish(); err != nil {
+		return err
+	}
+	defer func() { w.pub.close(w.cfg.Watch.Grace.Duration) }()
+	w.startSinks(w.pub.withSink(sinks))
 	defer w.stopSinks()
 	w.log.Info("watch started", "store", path, "sinks", strings.Join(w.disp.Names(), ","),
 		"interval", w.cycleInterval(), "source", w.source)
@@ -229,6 +244,7 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 			}
 		case c := <-conns:
 			w.metrics.Flows.Inc()
+			w.pub.record(c)
 			for _, err := range w.traffic.ObserveConn(c) {
 				w.log.Error("traffic detector failed", "err", err)
 			}
@@ -403,7 +419,7 @@ func (w *watcher) reload(ctx context.Context) {
 			w.trafficDs = detect.TrafficDetectors(cfg, w.deps)
 			w.traffic = detect.NewEngine(w.trafficDs, w.source, w.log)
 			w.evicted = nil
-			w.startSinks(sinks)
+			w.startSinks(w.pub.withSink(sinks))
 			w.log.Info("config reloaded", "config", w.configPath, "sinks", strings.Join(w.disp.Names(), ","))
 			w.checkOutbox(ctx)
 			return

@@ -35,6 +35,7 @@ type Config struct {
 	Store     Store     `yaml:"store"`
 	Sinks     Sinks     `yaml:"sinks"`
 	Watch     Watch     `yaml:"watch"`
+	Fleet     Fleet     `yaml:"fleet"`
 }
 
 // Networks says which addresses are "ours".
@@ -188,6 +189,7 @@ func decode(data []byte, name string, cfg *Config) error {
 	}
 	cfg.semantic(semanticErr)
 	cfg.semanticSinks(semanticErr)
+	cfg.semanticFleet(semanticErr)
 	return errors.Join(errs...)
 }
 

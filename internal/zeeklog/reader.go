@@ -660,6 +660,13 @@ type jsonConn struct {
 	End           string          `json:"end"`
 }
 
+// ParseJSON reads one Zeek JSON conn record (what AppendJSON writes, or
+// Zeek's own); name is used in errors.
+func ParseJSON(line []byte, name string) (*model.Conn, error) {
+	r := Reader{name: name, line: 1}
+	return r.parseJSON(line)
+}
+
 func (r *Reader) parseJSON(line []byte) (*model.Conn, error) {
 	var j jsonConn
 	if err := json.Unmarshal(line, &j); err != nil {

@@ -243,7 +243,16 @@ func NewJSONWriter(w io.Writer) *JSONWriter { return &JSONWriter{w: bufio.NewWri
 
 // Write writes one record as one line.
 func (jw *JSONWriter) Write(c *model.Conn) error {
-	b := append(jw.buf[:0], `{"ts":`...)
+	b := AppendJSON(jw.buf[:0], c)
+	jw.buf = b
+	_, err := jw.w.Write(b)
+	return err
+}
+
+// AppendJSON appends c to b as one Zeek JSON line, newline included (the
+// fleet's wire format for a record).
+func AppendJSON(b []byte, c *model.Conn) []byte {
+	b = append(b, `{"ts":`...)
 	b = appendTime(b, c.TS)
 	b = jsonStr(b, "uid", c.UID)
 	b = jsonStr(b, "id.orig_h", c.Orig.Addr().String())
@@ -294,10 +303,7 @@ func (jw *JSONWriter) Write(c *model.Conn) error {
 	if c.End != "" {
 		b = jsonStr(b, "end", string(c.End))
 	}
-	b = append(b, "}\n"...)
-	jw.buf = b
-	_, err := jw.w.Write(b)
-	return err
+	return append(b, "}\n"...)
 }
 
 // Close flushes.

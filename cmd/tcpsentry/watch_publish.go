@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tcpsentry/tcpsentry/internal/fleet"
+	"github.com/tcpsentry/tcpsentry/internal/model"
+	"github.com/tcpsentry/tcpsentry/internal/sink"
+)
+
+// publisher is watch's link to the fleet: records to TCPSENTRY_CONN through
+// a bounded, non-blocking queue (local detection never waits for the
+// broker), alerts to tcpsentry.alert.<host> as one more outbox sink.
+type publisher struct {
+	nc    *nats.Conn
+	conns *fleet.ConnPublisher
+	queue chan *model.Conn
+	host  string
+	stop  context.CancelFunc
+	done  sync.WaitGroup
+}
+
+// startPublish connects when fleet.urls (or --publish) is set; nil, nil
+// when publishing is off.
+func (w *watcher) startPublish() (*publisher, error) {
+	fc := w.cfg.Fleet
+	if len(w.publishURLs) > 0 {
+		fc.URLs = w.publishURLs
+	}
+	if len(fc.URLs) == 0 {
+		return nil, nil
+	}
+	host := fc.Host
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	cfg := *w.cfg
+	cfg.Fleet = fc
+	nc, err := fleet.Connect(connectOptions(&cfg, "tcpsentry-watch-"+host, w.log))
+	if err != nil {
+		return nil, err
+	}
+	cp, err := fleet.NewConnPublisher(nc, fleet.PublisherOptions{Host: host, Partitions: fc.Partitions,
+		Buffer: fc.PublishBuffer, Log: w.log})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	p := &publisher{nc: nc, conns: cp, queue: make(chan *model.Conn, fc.PublishBuffer), host: fleet.HostToken(host)}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop = cancel
+	p.done.Go(func() {
+		if err := cp.Run(ctx, p.queue, w.cfg.Watch.Grace.Duration); err != nil {
+			w.log.Error("fleet publisher stopped", "err", err)
+		}
+	})
+	w.log.Info("publishing to NATS JetStream", "servers", fmt.Sprint(fc.URLs), "host", p.host, "partitions", fc.Partitions)
+	return p, nil
+}
+
+// record queues c for publishing; a full queue drops it (counted).
+func (p *publisher) record(c *model.Conn) {
+	if p == nil {
+		return
+	}
+	select {
+	case p.queue <- c:
+	default:
+		p.conns.Stats.Dropped.Add(1)
+	}
+}
+
+// withSink adds the sink publishing this host's alerts (through the outbox,
+// so a broker outage delays them but loses none).
+func (p *publisher) withSink(sinks []sink.Sink) []sink.Sink {
+	if p == nil {
+		return sinks
+	}
+	s, err := fleet.NewAlertSink(p.nc, fleet.AlertSubject(p.host))
+	if err != nil {
+		return sinks
+	}
+	return append(sinks, s)
+}
+
+// close publishes what is queued and waits up to grace for the
+// acknowledgements; call it after the last record.
+func (p *publisher) close(grace time.Duration) {
+	if p == nil {
+		return
+	}
+	close(p.queue)
+	t := time.AfterFunc(grace, p.stop)
+	p.done.Wait()
+	t.Stop()
+	p.stop()
+	_ = p.nc.FlushTimeout(grace)
+	p.nc.Close()
+}

@@ -1,0 +1,76 @@
+package fleet
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/tcpsentry/tcpsentry/internal/model"
+)
+
+// Scenario of the fleet tests: three sentries whose hosts all beacon to one
+// external address, a scanner whose sweep touches each sentry's subnet a
+// little, and background connections.
+var (
+	scenarioStart  = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	beaconDst      = netip.MustParseAddrPort("203.0.113.7:443")
+	scannerAddr    = netip.MustParseAddr("198.51.100.9")
+	scenarioHosts  = []string{"sentry-a", "sentry-b", "sentry-c"}
+	beaconInterval = time.Minute
+)
+
+// scenario returns sentry i's records in event-time order: 6 beacons a
+// minute apart, 10 refused probes from the scanner (30 over the fleet, each
+// sentry below fleet.scan.min_targets on its own), one hop of a
+// lateral-movement chain (sentries 0 and 1), and background connections to
+// internal servers and to distinct external addresses.
+func scenario(i, background int) []*model.Conn {
+	host := netip.AddrFrom4([4]byte{10, 0, byte(i + 1), 10})
+	var out []*model.Conn
+	n := 0
+	add := func(c *model.Conn) {
+		n++
+		c.UID = fmt.Sprintf("C%d-%06d", i, n)
+		out = append(out, c)
+	}
+	for k := range 6 {
+		ts := scenarioStart.Add(time.Duration(k)*beaconInterval + time.Duration(i)*time.Second)
+		add(&model.Conn{TS: ts, Orig: netip.AddrPortFrom(host, uint16(40000+k)), Resp: beaconDst, Proto: model.ProtoTCP,
+			Duration: 200 * time.Millisecond, OrigBytes: 300, RespBytes: 1200, ConnState: model.ConnSF, History: "ShADadFf",
+			OrigPkts: 6, RespPkts: 5, OrigIPBytes: 620, RespIPBytes: 1460, End: model.EndClosed})
+	}
+	for k := range 10 {
+		ts := scenarioStart.Add(2*time.Minute + time.Duration(i*10+k)*50*time.Millisecond)
+		dst := netip.AddrFrom4([4]byte{10, 0, byte(i + 1), byte(20 + k)})
+		add(&model.Conn{TS: ts, Orig: netip.AddrPortFrom(scannerAddr, 61000), Resp: netip.AddrPortFrom(dst, 22),
+			Proto: model.ProtoTCP, ConnState: model.ConnREJ, History: "Sr", OrigPkts: 1, RespPkts: 1,
+			OrigIPBytes: 44, RespIPBytes: 40, FirstFlags: model.FlagSYN, End: model.EndClosed,
+			Unset: model.FieldDuration | model.FieldOrigBytes | model.FieldRespBytes})
+	}
+	// A lateral-movement chain: sentry 0's host logs into sentry 1's over
+	// SSH, which then opens SMB to sentry 2's.
+	switch i {
+	case 0:
+		add(&model.Conn{TS: scenarioStart.Add(3 * time.Minute), Orig: netip.AddrPortFrom(host, 50000), Resp: netip.MustParseAddrPort("10.0.2.10:22"),
+			Proto: model.ProtoTCP, Duration: 30 * time.Second, OrigBytes: 4000, RespBytes: 9000, ConnState: model.ConnSF, History: "ShADadFf", End: model.EndClosed})
+	case 1:
+		add(&model.Conn{TS: scenarioStart.Add(3*time.Minute + 20*time.Second), Orig: netip.AddrPortFrom(host, 50001), Resp: netip.MustParseAddrPort("10.0.3.10:445"),
+			Proto: model.ProtoTCP, Duration: 5 * time.Second, OrigBytes: 2000, RespBytes: 3000, ConnState: model.ConnSF, History: "ShADadFf", End: model.EndClosed})
+	}
+	for k := range background {
+		ts := scenarioStart.Add(time.Duration(k) * time.Second / time.Duration(max(background/300, 1)))
+		var dst netip.Addr
+		if k%2 == 0 {
+			dst = netip.AddrFrom4([4]byte{10, 0, byte(i + 1), byte(100 + k%50)})
+		} else {
+			// external destinations unique to this host: never shared
+			dst = netip.AddrFrom4([4]byte{byte(11 + i), byte(k >> 16), byte(k >> 8), byte(k)})
+		}
+		add(&model.Conn{TS: ts, Orig: netip.AddrPortFrom(host, uint16(1024+k%60000)), Resp: netip.AddrPortFrom(dst, 443),
+			Proto: model.ProtoTCP, Duration: time.Second, OrigBytes: 500, RespBytes: 5000, ConnState: model.ConnSF,
+			History: "ShADadFf", OrigPkts: 8, RespPkts: 9, OrigIPBytes: 920, RespIPBytes: 5470, End: model.EndClosed})
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].TS.Before(out[b].TS) })
+	return out
+}
