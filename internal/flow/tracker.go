@@ -816,20 +816,7 @@ func (t *Tracker) record(fl *flow, why model.EndReason) *model.Conn {
 // deterministic for a seed and a flow number.
 func uid(seed, n uint64) string {
 	x := splitmix(seed ^ n*0x9e3779b97f4a7c15)
-	y := splitmix(x ^ n)
-	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	var b [24]byte
-	i := len(b)
-	for _, v := range [2]uint64{x, y >> 16} {
-		for v > 0 {
-			i--
-			b[i] = digits[v%62]
-			v /= 62
-		}
-	}
-	i--
-	b[i] = 'C'
-	return string(b[i:])
+	return model.FormatUID(x, splitmix(x^n))
 }
 
 func splitmix(x uint64) uint64 {

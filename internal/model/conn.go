@@ -280,3 +280,21 @@ func (c *Conn) TotalBytes() uint64 { return c.OrigBytes + c.RespBytes }
 // Flipped reports whether the tracker decided the first packet seen came
 // from the responder (history starts with '^').
 func (c *Conn) Flipped() bool { return strings.HasPrefix(c.History, "^") }
+
+// FormatUID writes a Zeek-style connection uid from 112 bits (x and the top
+// 48 of y): "C" and base-62 digits, as Zeek's look (not Zeek's values).
+func FormatUID(x, y uint64) string {
+	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	var b [24]byte
+	i := len(b)
+	for _, v := range [2]uint64{x, y >> 16} {
+		for v > 0 {
+			i--
+			b[i] = digits[v%62]
+			v /= 62
+		}
+	}
+	i--
+	b[i] = 'C'
+	return string(b[i:])
+}

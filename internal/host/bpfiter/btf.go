@@ -421,17 +421,8 @@ func (b *btfFile) memberField(s btfType, name string) (field, uint32, error) {
 	if err != nil {
 		return field{}, 0, fmt.Errorf("%s.%s: %w", sname, name, err)
 	}
-	var size asm.Size
-	switch n {
-	case 1:
-		size = asm.Byte
-	case 2:
-		size = asm.Half
-	case 4:
-		size = asm.Word
-	case 8:
-		size = asm.DWord
-	default:
+	size, ok := loadSize(n)
+	if !ok {
 		return field{}, 0, fmt.Errorf("%s.%s has size %d", sname, name, n)
 	}
 	return field{off: int16(off), size: size}, m.typ, nil
@@ -522,4 +513,20 @@ func (b *btfFile) iterTarget() (layout, uint32, error) {
 		return l, 0, fmt.Errorf("kernel BTF: fd or tgid wider than 32 bits")
 	}
 	return l, attachID, nil
+}
+
+// loadSize is the BPF load of a member of n bytes; false when no single
+// load fits.
+func loadSize[N int | uint32 | uint64](n N) (asm.Size, bool) {
+	switch n {
+	case 1:
+		return asm.Byte, true
+	case 2:
+		return asm.Half, true
+	case 4:
+		return asm.Word, true
+	case 8:
+		return asm.DWord, true
+	}
+	return 0, false
 }

@@ -97,17 +97,8 @@ func memberField(s *btf.Struct, name string) (field, btf.Type, error) {
 	if err != nil {
 		return field{}, nil, fmt.Errorf("%s.%s: %w", s.Name, name, err)
 	}
-	var size asm.Size
-	switch n {
-	case 1:
-		size = asm.Byte
-	case 2:
-		size = asm.Half
-	case 4:
-		size = asm.Word
-	case 8:
-		size = asm.DWord
-	default:
+	size, ok := loadSize(n)
+	if !ok {
 		return field{}, nil, fmt.Errorf("%s.%s has size %d", s.Name, name, n)
 	}
 	return field{off: int16(off), size: size}, m.Type, nil

@@ -404,18 +404,5 @@ func ctUID(f *Flow) string {
 	}
 	h.Write([]byte{byte(f.Proto)})
 	x := h.Sum64()
-	y := x*0x9e3779b97f4a7c15 ^ x>>29
-	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-	var out [24]byte
-	i := len(out)
-	for _, v := range [2]uint64{x, y >> 16} {
-		for v > 0 {
-			i--
-			out[i] = digits[v%62]
-			v /= 62
-		}
-	}
-	i--
-	out[i] = 'C'
-	return string(out[i:])
+	return model.FormatUID(x, x*0x9e3779b97f4a7c15^x>>29)
 }
