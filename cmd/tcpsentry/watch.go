@@ -219,10 +219,13 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	}
 	w.trafficDs = detect.TrafficDetectors(cfg, w.deps)
 	w.traffic = detect.NewEngine(w.trafficDs, w.source, w.log)
-	// The flush ticker closes detector windows when no record arrives to
-	// move event time on.
+	// Alerts the detectors raised are committed (and so delivered) within
+	// 200 ms; their windows are closed, which for some (beacon scoring)
+	// means work over every pair, every 5 s, so that time moves on in
+	// silence too.
 	flush := time.NewTicker(200 * time.Millisecond)
 	defer flush.Stop()
+	var lastFlush time.Time
 
 	if _, err := w.cycle(ctx); err != nil {
 		w.log.Error("snapshot cycle failed", "err", err)
@@ -233,7 +236,7 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 		select {
 		case <-ctx.Done():
 			w.log.Info("stopping", "grace", w.cfg.Watch.Grace.Duration)
-			w.flushTraffic(context.WithoutCancel(ctx), time.Now())
+			w.flushTraffic(context.WithoutCancel(ctx), time.Now(), true)
 			w.shutdown()
 			return nil
 		case <-hup:
@@ -249,7 +252,11 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 				w.log.Error("traffic detector failed", "err", err)
 			}
 		case now := <-flush.C:
-			w.flushTraffic(ctx, now)
+			full := now.Sub(lastFlush) >= trafficFlushEvery
+			if full {
+				lastFlush = now
+			}
+			w.flushTraffic(ctx, now, full)
 		case <-tick.C:
 			if _, err := w.cycle(ctx); err != nil {
 				w.log.Error("snapshot cycle failed", "err", err)
@@ -533,14 +540,21 @@ func (w *watcher) commit(ctx context.Context, now time.Time, ran []string, alert
 	return nil
 }
 
-// flushTraffic closes the traffic detectors' windows at now and commits
-// what they found; the engine is replaced so each alert is taken once.
-func (w *watcher) flushTraffic(ctx context.Context, now time.Time) {
+// trafficFlushEvery is how often watch closes the traffic detectors'
+// windows (Flush); alerts already raised are committed every tick.
+const trafficFlushEvery = 5 * time.Second
+
+// flushTraffic commits the alerts the traffic detectors raised, after
+// closing their windows at now when closeWindows is set; the engine is
+// replaced so each alert is taken once.
+func (w *watcher) flushTraffic(ctx context.Context, now time.Time, closeWindows bool) {
 	if len(w.sources) == 0 || w.traffic == nil {
 		return
 	}
-	w.traffic.Flush(now)
-	w.countEvictions()
+	if closeWindows {
+		w.traffic.Flush(now)
+		w.countEvictions()
+	}
 	alerts := w.atLeastMin(w.traffic.Alerts())
 	if len(alerts) == 0 {
 		return
