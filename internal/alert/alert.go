@@ -233,10 +233,21 @@ func (a *Alert) UnmarshalJSON(b []byte) error {
 type Aggregator struct {
 	byID  map[string]*Alert
 	order []string
+	// latestWins keeps the version added last (see NewLatestAggregator).
+	latestWins bool
 }
 
 // NewAggregator returns an empty aggregator.
 func NewAggregator() *Aggregator { return &Aggregator{byID: map[string]*Alert{}} }
+
+// NewLatestAggregator returns an aggregator in which the version of a
+// finding added last gives its title, evidence, last seen and confidence,
+// whatever its event times, and the earliest raise is kept: for detectors
+// that re-emit a grown finding from records older than those that raised
+// it (the fleet's, fed from replayed streams).
+func NewLatestAggregator() *Aggregator {
+	return &Aggregator{byID: map[string]*Alert{}, latestWins: true}
+}
 
 // Add merges a into the aggregate. It fills in ID, Count and LastSeen when a
 // detector left them empty.
@@ -263,6 +274,16 @@ func (g *Aggregator) Add(a Alert) {
 	cur.Count += a.Count
 	if a.FirstSeen.Before(cur.FirstSeen) {
 		cur.FirstSeen = a.FirstSeen
+	}
+	if g.latestWins {
+		raised, sev := a.Raised, max(cur.Severity, a.Severity)
+		if cur.Raised.Before(raised) {
+			raised = cur.Raised
+		}
+		first, count := cur.FirstSeen, cur.Count
+		*cur = a
+		cur.Raised, cur.Severity, cur.FirstSeen, cur.Count = raised, sev, first, count
+		return
 	}
 	if a.LastSeen.After(cur.LastSeen) {
 		cur.LastSeen = a.LastSeen

@@ -118,3 +118,22 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestLatestAggregator(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 2, 0, 0, 0, time.UTC)
+	g := NewLatestAggregator()
+	g.Add(Alert{Detector: "fleet-scan", Entity: "x", Title: "3 hosts", Severity: High, Confidence: 0.9,
+		FirstSeen: t0, LastSeen: t0.Add(time.Minute), Raised: t0.Add(time.Minute)})
+	// A grown version built from older records: it still wins.
+	g.Add(Alert{Detector: "fleet-scan", Entity: "x", Title: "5 hosts", Severity: Medium, Confidence: 0.7,
+		FirstSeen: t0.Add(-time.Minute), LastSeen: t0.Add(30 * time.Second), Raised: t0.Add(2 * time.Minute)})
+	as := g.Alerts()
+	if len(as) != 1 {
+		t.Fatalf("%d alerts", len(as))
+	}
+	a := as[0]
+	if a.Title != "5 hosts" || a.Count != 2 || a.Severity != High || !a.FirstSeen.Equal(t0.Add(-time.Minute)) ||
+		!a.Raised.Equal(t0.Add(time.Minute)) || !a.LastSeen.Equal(t0.Add(30*time.Second)) {
+		t.Errorf("merged %+v", a)
+	}
+}

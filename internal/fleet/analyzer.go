@@ -241,12 +241,12 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool, chain *chainDetect
 	} else if a.o.Config.Fleet.Destination.Enabled {
 		st.dest = newDestinationDetector(a.o.Config)
 	}
-	agg := newLastVersions()
+	agg := alert.NewLatestAggregator()
 	emit := func(al alert.Alert) {
 		if al.Source == "" {
 			al.Source = "fleet"
 		}
-		agg.add(al)
+		agg.Add(al)
 	}
 	a.replay(ctx, cons, filter, st, src, emit, log)
 	lastFlush := time.Now()
@@ -259,7 +259,7 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool, chain *chainDetect
 		if st.engine != nil && !now.IsZero() {
 			st.engine.Flush(now)
 			for _, al := range st.engine.Alerts() {
-				agg.add(al)
+				agg.Add(al)
 			}
 			st.engine = detect.NewEngine(st.traffic, "fleet", a.log)
 		}
@@ -270,11 +270,11 @@ func (a *Analyzer) work(ctx context.Context, p int, src bool, chain *chainDetect
 			st.dest.flush(st.clock, emit)
 		}
 		lastFlush = time.Now()
-		if len(agg.order) == 0 {
+		if agg.Len() == 0 {
 			return
 		}
-		alerts := agg.alerts()
-		agg = newLastVersions()
+		alerts := agg.Alerts()
+		agg = alert.NewLatestAggregator()
 		a.commitMu.Lock()
 		err := a.o.Commit(ctx, now, alerts)
 		a.commitMu.Unlock()
@@ -439,54 +439,4 @@ func (a *Analyzer) feed(m jetstream.Msg, src bool, st *partitionDetectors, emit 
 	if st.chain != nil {
 		st.chain.observe(c, host, src, emit)
 	}
-}
-
-// lastVersions collects a flush's alerts by id, the last version of a finding
-// winning: the fleet detectors re-emit a grown finding with the same event
-// times (the records that grew it can be older than the ones that raised
-// it), which alert.Aggregator would keep as the first version.
-type lastVersions struct {
-	byID  map[string]alert.Alert
-	order []string
-}
-
-func newLastVersions() *lastVersions { return &lastVersions{byID: map[string]alert.Alert{}} }
-
-func (l *lastVersions) add(a alert.Alert) {
-	if a.ID == "" {
-		a.ID = alert.MakeID(a.Detector, a.Entity)
-	}
-	if a.Count == 0 {
-		a.Count = 1
-	}
-	if a.LastSeen.IsZero() {
-		a.LastSeen = a.FirstSeen
-	}
-	if a.Raised.IsZero() {
-		a.Raised = a.LastSeen
-	}
-	cur, ok := l.byID[a.ID]
-	if !ok {
-		l.order = append(l.order, a.ID)
-	} else {
-		a.Count += cur.Count
-		if cur.FirstSeen.Before(a.FirstSeen) {
-			a.FirstSeen = cur.FirstSeen
-		}
-		if cur.Raised.Before(a.Raised) {
-			a.Raised = cur.Raised
-		}
-		if cur.Severity > a.Severity {
-			a.Severity = cur.Severity
-		}
-	}
-	l.byID[a.ID] = a
-}
-
-func (l *lastVersions) alerts() []alert.Alert {
-	out := make([]alert.Alert, 0, len(l.order))
-	for _, id := range l.order {
-		out = append(out, l.byID[id])
-	}
-	return out
 }
