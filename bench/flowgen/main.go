@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"github.com/tcpsentry/tcpsentry/internal/flow/decode"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -524,7 +525,7 @@ func (g *gen) emit(s *session) error {
 		a, z := src.As4(), dst.As4()
 		b = append(b, a[:]...)
 		b = append(b, z[:]...)
-		binary.BigEndian.PutUint16(b[ipStart+10:], ^sum(b[ipStart:ipStart+20], 0))
+		binary.BigEndian.PutUint16(b[ipStart+10:], ^decode.Checksum(b[ipStart:ipStart+20], 0))
 	}
 	// Transport checksum over the pseudo-header.
 	var ps uint32
@@ -538,17 +539,17 @@ func (g *gen) emit(s *session) error {
 	ps += uint32(s.t.proto) + uint32(len(l4))
 	switch s.t.proto {
 	case 6:
-		binary.BigEndian.PutUint16(l4[16:], ^sum(l4, ps))
+		binary.BigEndian.PutUint16(l4[16:], ^decode.Checksum(l4, ps))
 	case 17:
-		c := ^sum(l4, ps)
+		c := ^decode.Checksum(l4, ps)
 		if c == 0 {
 			c = 0xffff
 		}
 		binary.BigEndian.PutUint16(l4[6:], c)
 	case 1:
-		binary.BigEndian.PutUint16(l4[2:], ^sum(l4, 0))
+		binary.BigEndian.PutUint16(l4[2:], ^decode.Checksum(l4, 0))
 	case 58:
-		binary.BigEndian.PutUint16(l4[2:], ^sum(l4, ps))
+		binary.BigEndian.PutUint16(l4[2:], ^decode.Checksum(l4, ps))
 	}
 	b = append(b, l4...)
 	g.frame, g.l4buf = b[:0], l4[:0]
@@ -648,19 +649,4 @@ func sumWords(b []byte) uint32 {
 		s += uint32(b[i])<<8 | uint32(b[i+1])
 	}
 	return s
-}
-
-// sum is the folded ones' complement sum of b plus s (RFC 1071).
-func sum(b []byte, s uint32) uint16 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
 }
