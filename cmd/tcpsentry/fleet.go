@@ -79,8 +79,9 @@ detector windows survive the handover.
 
 Fleet alerts are committed to the analyzer's store (fleet.store, else
 store.path) and delivered through its outbox to the configured sinks and
-to tcpsentry.fleet.alert, at least once, with stable ids. See
-docs/fleet.md. Create the streams first with 'tcpsentry fleet init'.`,
+to tcpsentry.fleet.alert, at least once, with stable ids. Prometheus
+metrics (records processed, redelivered, replayed; partitions owned;
+deliveries) are served on fleet.metrics_listen. See docs/fleet.md. Create the streams first with 'tcpsentry fleet init'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := ff.load(cmd)
@@ -187,8 +188,14 @@ func runFleet(ctx context.Context, cfg *config.Config, log *slog.Logger, storePa
 	if err != nil {
 		return err
 	}
+	registerAnalyzerMetrics(w.metrics, a)
+	stopMetrics, err := w.serveMetrics(cfg.Fleet.MetricsListen)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	log.Info("fleet analyzer started", "name", name, "servers", strings.Join(cfg.Fleet.URLs, ","),
-		"partitions", cfg.Fleet.Partitions, "sinks", strings.Join(w.disp.Names(), ","), "store", path)
+		"partitions", cfg.Fleet.Partitions, "sinks", strings.Join(w.disp.Names(), ","), "store", path, "metrics", cfg.Fleet.MetricsListen)
 	err = a.Run(ctx)
 	log.Info("fleet analyzer stopping", "records", a.Stats.Records.Load(), "bad", a.Stats.Bad.Load())
 	w.shutdown()

@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -16,16 +14,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcpsentry/tcpsentry/internal/metrics"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 	"github.com/tcpsentry/tcpsentry/internal/testenv"
+	"github.com/tcpsentry/tcpsentry/internal/zeeklog"
 )
 
 // TestFleetEndToEnd runs the commands as a user would: a JetStream
-// nats-server, `tcpsentry fleet init` (twice: idempotent), three watch
-// sentries publishing (in process, fed fixed records as conntrack would),
-// and two `tcpsentry fleet` processes whose JSON lines sinks must receive
-// the fleet-destination and fleet-scan findings, each once.
+// nats-server, `tcpsentry fleet init` (twice: idempotent), three
+// `tcpsentry watch --read FILE --publish` sentries replaying what their
+// hosts recorded, and two `tcpsentry fleet` processes whose JSON lines
+// sinks must receive the fleet-destination and fleet-scan findings, each
+// once; the sentries' and analyzers' /metrics must account for every
+// record.
 func TestFleetEndToEnd(t *testing.T) {
 	bin := testenv.NeedTool(t, "nats-server")
 	dir := t.TempDir()
@@ -68,35 +68,21 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 
 	// Two analyzers, each with its own store and JSON lines sink.
-	var analyzers []*exec.Cmd
+	var analyzers []*daemon
 	for i := range 2 {
 		jsonl := filepath.Join(dir, fmt.Sprintf("fleet%d.jsonl", i))
 		cfg := write(fmt.Sprintf("fleet%d.yaml", i), fleetCfg+"  store: "+filepath.Join(dir, fmt.Sprintf("fleet%d.db", i))+
-			"\nsinks:\n  stdout: {enabled: false}\n  jsonl: {enabled: true, path: "+jsonl+"}\n")
-		cmd := exec.Command(binPath, "fleet", "--config", cfg, "--name", fmt.Sprint("an", i))
-		var logb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &logb, &logb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		analyzers = append(analyzers, cmd)
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("analyzer %d log:\n%s", i, logb.String())
-			}
-		})
+			"\n  metrics_listen: 127.0.0.1:0\nsinks:\n  stdout: {enabled: false}\n  jsonl: {enabled: true, path: "+jsonl+"}\n")
+		analyzers = append(analyzers, startDaemon(t, "fleet", "--config", cfg, "--name", fmt.Sprint("an", i)))
 	}
 
-	// Three sentries publish: each beacons to one external address and
-	// receives 10 refused probes from one scanner.
+	// Three sentries publish what their hosts recorded: each beacons to
+	// one external address and receives 10 refused probes from one
+	// scanner. They are `tcpsentry watch --read FILE --publish` processes.
 	now := time.Now().Add(-time.Minute)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 3)
+	var sentries []*daemon
 	for i, host := range []string{"sentry-a", "sentry-b", "sentry-c"} {
-		var recs sliceSource
+		var recs []*model.Conn
 		me := netip.AddrFrom4([4]byte{10, 1, byte(i), 10})
 		for k := range 4 {
 			recs = append(recs, &model.Conn{TS: now.Add(time.Duration(k) * 10 * time.Second), UID: fmt.Sprintf("B%d%d", i, k),
@@ -108,11 +94,14 @@ func TestFleetEndToEnd(t *testing.T) {
 				Orig: netip.MustParseAddrPort("198.51.100.9:61000"), Resp: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i), byte(20 + k)}), 22),
 				Proto: model.ProtoTCP, ConnState: model.ConnREJ, FirstFlags: model.FlagSYN, End: model.EndClosed, Unset: model.FieldDuration})
 		}
+		var log []byte
+		for _, c := range recs {
+			log = append(zeeklog.AppendJSON(log, c), '\n')
+		}
+		input := write(host+".log", string(log))
 		cfg := write(host+".yaml", fleetCfg+"  host: "+host+"\nsinks:\n  stdout: {enabled: false}\n"+
-			"watch:\n  interval: 1h\n  metrics_listen: \"\"\n  grace: 2s\n  store: "+filepath.Join(dir, host+".db")+"\n")
-		w := &watcher{log: slog.New(slog.DiscardHandler), configPath: cfg, stdout: &bytes.Buffer{},
-			source: "host:" + host, metrics: metrics.New(), sources: []connSource{recs}}
-		go func() { done <- w.run(ctx, false) }()
+			"watch:\n  interval: 1h\n  metrics_listen: 127.0.0.1:0\n  grace: 2s\n  store: "+filepath.Join(dir, host+".db")+"\n")
+		sentries = append(sentries, startWatch(t, "--config", cfg, "--read", input))
 	}
 
 	type line struct{ ID, Detector, Title string }
@@ -136,18 +125,34 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 		return seen["fleet-destination"] && seen["fleet-scan"]
 	})
-	cancel()
-	for range 3 {
-		if err := <-done; err != nil {
-			t.Errorf("watch: %v", err)
+	// Every record acknowledged by the stream, as the sentries count it.
+	for i, d := range sentries {
+		waitMetric(t, d, d.metricsAddr(t), "tcpsentry_fleet_records_acked_total", 14, 20*time.Second)
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		<-d.done
+		if d.err != nil {
+			t.Errorf("sentry %d: %v", i, d.err)
 		}
 	}
+	// The analyzers processed them all, once per side.
+	var processed float64
 	for _, a := range analyzers {
-		_ = a.Process.Signal(syscall.SIGTERM)
+		v, ok := metricValue(httpGet(t, "http://"+a.metricsAddr(t)+"/metrics"), "tcpsentry_fleet_records_processed_total")
+		if !ok {
+			t.Fatalf("tcpsentry_fleet_records_processed_total not exported by an analyzer")
+		}
+		processed += v
+	}
+	if processed < 2*42 {
+		t.Errorf("analyzers processed %v record messages, want at least %d (42 records, two sides)", processed, 2*42)
+	}
+	for _, a := range analyzers {
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for i, a := range analyzers {
-		if err := a.Wait(); err != nil {
-			t.Errorf("analyzer %d: %v", i, err)
+		<-a.done
+		if a.err != nil {
+			t.Errorf("analyzer %d: %v", i, a.err)
 		}
 	}
 	ids := map[string]int{}

@@ -62,13 +62,15 @@ tracker to the traffic detectors (scan, flood, rapid-attempts,
 suspicious-port), with open connections reported as they progress; with
 --conntrack (watch.conntrack) every connection the kernel tracks is
 reported when it ends, so one that came and went between two snapshots is
-still seen. --netns runs both in a network namespace.
+still seen. --netns runs both in a network namespace. --read FILE replays
+a recorded capture or conn.log through the same path once, at file speed
+(event time from the file): a sentry can publish what a host recorded.
 
 With --publish nats://HOST:PORT (fleet.urls) the traffic records and the
 alerts are also published to NATS JetStream for 'tcpsentry fleet'
-(docs/fleet.md): records through a bounded buffer that drops and counts
-what a long broker outage does not let it deliver, alerts through the
-outbox like any sink.
+(docs/fleet.md): records through an on-disk spool (fleet.spool) that
+keeps them until the stream acknowledges them, across broker outages and
+restarts of watch, alerts through the outbox like any sink.
 
 With --once, one cycle runs and the outbox is drained; the exit status is
 that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
@@ -97,6 +99,7 @@ that of check: 0 nothing found, 1 findings, 2 error. Logs go to stderr.`,
 	f.StringVar(&live.filter, "filter", "", "pcap-filter expression for --capture (overrides watch.capture.filter)")
 	f.StringVar(&live.netns, "netns", "", "network namespace (name or path) of the captured interfaces and of conntrack")
 	f.BoolVar(&live.conntrack, "conntrack", false, "follow conntrack events (sets watch.conntrack.enabled)")
+	f.StringSliceVar(&live.read, "read", nil, "also replay these recorded captures (pcap, pcapng) or Zeek conn.logs through the traffic detectors and --publish, once")
 	f.StringSliceVar(&publish, "publish", nil, "publish records and alerts to these NATS JetStream servers (overrides fleet.urls)")
 	return cmd
 }
@@ -159,7 +162,7 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	w.live.apply(cfg)
 	w.cfg = cfg
 	if !once && w.sources == nil {
-		w.sources = buildSources(cfg, w.metrics, w.log)
+		w.sources = append(buildSources(cfg, w.metrics, w.log), w.live.fileSources(w.log)...)
 	}
 	path := w.storePath
 	if path == "" {
@@ -178,7 +181,7 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	if err != nil {
 		return err
 	}
-	if w.pub, err = w.startPublish(); err != nil {
+	if w.pub, err = w.startPublish(path); err != nil {
 		return err
 	}
 	defer func() { w.pub.close(w.cfg.Watch.Grace.Duration) }()

@@ -172,8 +172,14 @@ type daemon struct {
 
 func startWatch(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemon(t, append([]string{"watch"}, args...)...)
+}
+
+// startDaemon runs tcpsentry with args until the test ends.
+func startDaemon(t *testing.T, args ...string) *daemon {
+	t.Helper()
 	d := &daemon{stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(binPath, append([]string{"watch"}, args...)...)
+	d.cmd = exec.Command(binPath, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -184,7 +190,7 @@ func startWatch(t *testing.T, args ...string) *daemon {
 		_ = d.cmd.Process.Kill()
 		<-d.done
 		if t.Failed() {
-			t.Logf("watch stderr:\n%s", d.stderr.String())
+			t.Logf("%s stderr:\n%s", args[0], d.stderr.String())
 		}
 	})
 	return d

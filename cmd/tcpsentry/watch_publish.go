@@ -16,7 +16,8 @@ import (
 
 // publisher is watch's link to the fleet: records to TCPSENTRY_CONN through
 // a bounded, non-blocking queue (local detection never waits for the
-// broker), alerts to tcpsentry.alert.<host> as one more outbox sink.
+// broker) into the on-disk spool, alerts to tcpsentry.alert.<host> as one
+// more outbox sink.
 type publisher struct {
 	nc    *nats.Conn
 	conns *fleet.ConnPublisher
@@ -26,9 +27,10 @@ type publisher struct {
 	done  sync.WaitGroup
 }
 
-// startPublish connects when fleet.urls (or --publish) is set; nil, nil
-// when publishing is off.
-func (w *watcher) startPublish() (*publisher, error) {
+// startPublish connects when fleet.urls (or --publish) is set and opens
+// the spool (fleet.spool, else storePath + ".spool"); nil, nil when
+// publishing is off.
+func (w *watcher) startPublish(storePath string) (*publisher, error) {
 	fc := w.cfg.Fleet
 	if len(w.publishURLs) > 0 {
 		fc.URLs = w.publishURLs
@@ -46,12 +48,26 @@ func (w *watcher) startPublish() (*publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	cp, err := fleet.NewConnPublisher(nc, fleet.PublisherOptions{Host: host, Partitions: fc.Partitions,
-		Buffer: fc.PublishBuffer, Log: w.log})
+	dir := fc.Spool
+	if dir == "" {
+		dir = storePath + ".spool"
+	}
+	spool, err := fleet.OpenSpool(dir, fc.SpoolMaxBytes)
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
+	if n := spool.Backlog(); n > 0 {
+		w.log.Info("publishing records spooled before this start", "spool", dir, "records", n)
+	}
+	cp, err := fleet.NewConnPublisher(nc, fleet.PublisherOptions{Host: host, Partitions: fc.Partitions,
+		Window: fc.PublishBuffer, Spool: spool, Sync: fc.SpoolSync.Duration, Log: w.log})
+	if err != nil {
+		spool.Close()
+		nc.Close()
+		return nil, err
+	}
+	registerPublisherMetrics(w.metrics, cp)
 	p := &publisher{nc: nc, conns: cp, queue: make(chan *model.Conn, fc.PublishBuffer), host: fleet.HostToken(host)}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
@@ -60,21 +76,34 @@ func (w *watcher) startPublish() (*publisher, error) {
 			w.log.Error("fleet publisher stopped", "err", err)
 		}
 	})
-	w.log.Info("publishing to NATS JetStream", "servers", fmt.Sprint(fc.URLs), "host", p.host, "partitions", fc.Partitions)
+	w.log.Info("publishing to NATS JetStream", "servers", fmt.Sprint(fc.URLs), "host", p.host, "partitions", fc.Partitions, "spool", dir)
 	return p, nil
 }
 
-// record queues c for publishing; a full queue drops it (counted).
+// record queues c for the spool. A full queue (the spool's disk cannot
+// keep up) holds the caller up to queueWait, so that a replayed file is
+// slowed rather than thinned, and then drops c (counted) so that live
+// detection does not stall.
 func (p *publisher) record(c *model.Conn) {
 	if p == nil {
 		return
 	}
 	select {
 	case p.queue <- c:
+		return
 	default:
+	}
+	t := time.NewTimer(queueWait)
+	defer t.Stop()
+	select {
+	case p.queue <- c:
+	case <-t.C:
 		p.conns.Stats.Dropped.Add(1)
 	}
 }
+
+// queueWait is how long a record waits for room in front of the spool.
+const queueWait = 250 * time.Millisecond
 
 // withSink adds the sink publishing this host's alerts (through the outbox,
 // so a broker outage delays them but loses none).
@@ -89,8 +118,9 @@ func (p *publisher) withSink(sinks []sink.Sink) []sink.Sink {
 	return append(sinks, s)
 }
 
-// close publishes what is queued and waits up to grace for the
-// acknowledgements; call it after the last record.
+// close spools what is queued and waits up to grace for the
+// acknowledgements (the rest stays in the spool); call it after the last
+// record.
 func (p *publisher) close(grace time.Duration) {
 	if p == nil {
 		return

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 )
 
@@ -27,9 +28,18 @@ type Fleet struct {
 	AlertMaxBytes int64    `yaml:"alert_max_bytes"`
 	// Duplicates is JetStream's dedup window for Nats-Msg-Id.
 	Duplicates Duration `yaml:"duplicates"`
-	// PublishBuffer bounds the records a sentry holds while the broker does
-	// not acknowledge them; beyond it records are dropped and counted.
+	// PublishBuffer is how many records a sentry has published and not
+	// yet seen acknowledged at once (and the queue in front of the spool).
 	PublishBuffer int `yaml:"publish_buffer"`
+	// Spool is the directory where a sentry keeps records until the
+	// stream acknowledges them; "" is the watch store's path + ".spool".
+	Spool string `yaml:"spool"`
+	// SpoolMaxBytes caps the spool; beyond it new records are dropped
+	// and counted. It sizes the longest broker outage that loses nothing.
+	SpoolMaxBytes int64 `yaml:"spool_max_bytes"`
+	// SpoolSync is how often the spool is forced to disk: a machine crash
+	// loses at most this much; a crash of the sentry alone loses nothing.
+	SpoolSync Duration `yaml:"spool_sync"`
 	// LeaseTTL is how long an analyzer's claim on a partition lives
 	// without renewal: a dead analyzer's partitions are taken over after it.
 	LeaseTTL Duration `yaml:"lease_ttl"`
@@ -42,6 +52,9 @@ type Fleet struct {
 	Replay Duration `yaml:"replay"`
 	// Store is the analyzer's alert store (history and outbox).
 	Store string `yaml:"store"`
+	// MetricsListen is where `tcpsentry fleet` serves Prometheus metrics;
+	// "" turns them off.
+	MetricsListen string `yaml:"metrics_listen"`
 	// Destination is the fleet-destination detector: one external
 	// destination contacted by at least MinHosts sentries within Window.
 	Destination FleetDestination `yaml:"destination"`
@@ -94,6 +107,17 @@ func (c *Config) semanticFleet(report func(path string, err error)) {
 	}
 	if f.PublishBuffer < 1 {
 		report("$.fleet.publish_buffer", fmt.Errorf("%d: must be at least 1", f.PublishBuffer))
+	}
+	if f.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(f.MetricsListen); err != nil {
+			report("$.fleet.metrics_listen", fmt.Errorf("%q: want host:port, or empty to disable", f.MetricsListen))
+		}
+	}
+	if f.SpoolMaxBytes < 1<<20 {
+		report("$.fleet.spool_max_bytes", fmt.Errorf("%d: must be at least 1 MiB", f.SpoolMaxBytes))
+	}
+	if f.SpoolSync.Duration <= 0 {
+		report("$.fleet.spool_sync", fmt.Errorf("%v: must be positive", f.SpoolSync.Duration))
 	}
 	if f.LeaseTTL.Duration < 1_000_000_000 {
 		report("$.fleet.lease_ttl", fmt.Errorf("%v: must be at least 1s", f.LeaseTTL.Duration))

@@ -40,10 +40,13 @@ type AnalyzerOptions struct {
 
 // AnalyzerStats counts an analyzer's work.
 type AnalyzerStats struct {
-	Records  atomic.Uint64 // record messages processed (source and destination sides)
-	Bad      atomic.Uint64 // messages that did not decode (acknowledged and skipped)
-	Claimed  atomic.Uint64 // partitions claimed, including takeovers
-	Released atomic.Uint64 // partitions released or lost
+	Records     atomic.Uint64 // record messages processed (source and destination sides)
+	Redelivered atomic.Uint64 // of Records, messages delivered more than once
+	Replayed    atomic.Uint64 // records replayed to rebuild a partition's state
+	Bad         atomic.Uint64 // messages that did not decode (acknowledged and skipped)
+	Claimed     atomic.Uint64 // partitions claimed, including takeovers
+	Released    atomic.Uint64 // partitions released or lost
+	Owned       atomic.Int64  // partitions owned now
 }
 
 // Analyzer is one `tcpsentry fleet` instance: it claims partitions and
@@ -103,6 +106,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 		delete(workers, p)
 		w.cancel()
 		a.Stats.Released.Add(1)
+		a.Stats.Owned.Store(int64(len(workers)))
 		stopping.Go(func() {
 			<-w.done
 			if release {
@@ -174,6 +178,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 			wctx, cancel := context.WithCancel(ctx)
 			w := &worker{cancel: cancel, done: make(chan struct{})}
 			workers[p] = w
+			a.Stats.Owned.Store(int64(len(workers)))
 			go func() {
 				defer close(w.done)
 				var wg sync.WaitGroup
@@ -388,6 +393,7 @@ func (a *Analyzer) replay(ctx context.Context, cons jetstream.Consumer, filter s
 				continue
 			}
 			n++
+			a.Stats.Replayed.Add(1)
 			a.feed(m, src, st, emit, log)
 			// The floor is one of this filter's messages: stop at it
 			// rather than wait for an empty fetch.
@@ -402,11 +408,12 @@ func (a *Analyzer) replay(ctx context.Context, cons jetstream.Consumer, filter s
 
 func (a *Analyzer) observe(m jetstream.Msg, src bool, st *partitionDetectors, emit detect.Emit, log *slog.Logger) {
 	a.Stats.Records.Add(1)
+	redelivered := false
+	if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+		redelivered = true
+		a.Stats.Redelivered.Add(1)
+	}
 	if a.o.OnRecord != nil {
-		redelivered := false
-		if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
-			redelivered = true
-		}
 		a.o.OnRecord(m.Headers().Get(jetstream.MsgIDHeader), src, redelivered)
 	}
 	a.feed(m, src, st, emit, log)

@@ -273,7 +273,7 @@ func TestClusterFaults(t *testing.T) {
 				return
 			}
 			defer nc.Close()
-			p, err := NewConnPublisher(nc, PublisherOptions{Host: h, Partitions: cfg.Fleet.Partitions, Buffer: 8192})
+			p, err := NewConnPublisher(nc, PublisherOptions{Host: h, Partitions: cfg.Fleet.Partitions, Window: 8192, Spool: testSpool(t)})
 			if err != nil {
 				t.Error(err)
 				return

@@ -197,7 +197,7 @@ func publishAll(t testing.TB, url string, cfg *config.Config, background int) (a
 	for i, h := range scenarioHosts {
 		wg.Go(func() {
 			nc := connect(t, url)
-			p, err := NewConnPublisher(nc, PublisherOptions{Host: h, Partitions: cfg.Fleet.Partitions, Buffer: 4096})
+			p, err := NewConnPublisher(nc, PublisherOptions{Host: h, Partitions: cfg.Fleet.Partitions, Window: 4096, Spool: testSpool(t)})
 			if err != nil {
 				t.Error(err)
 				return

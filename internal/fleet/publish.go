@@ -20,66 +20,75 @@ import (
 
 // PublishStats counts a ConnPublisher's records.
 type PublishStats struct {
-	Published atomic.Uint64 // handed to JetStream
-	Acked     atomic.Uint64 // stored by the stream (each record once)
+	Spooled   atomic.Uint64 // written to the spool
+	Published atomic.Uint64 // handed to JetStream (republications included)
+	Acked     atomic.Uint64 // stored by the stream
 	Retried   atomic.Uint64 // republished after a missing or failed acknowledgement
-	Dropped   atomic.Uint64 // given up: buffer full or retries exhausted
+	Dropped   atomic.Uint64 // not spooled: queue or spool full, or a write error
 }
 
-// ConnPublisher publishes connection records, asynchronously, each with a
-// Nats-Msg-Id that is the same when it is republished, so JetStream stores
-// it once. Records wait for their acknowledgement in a bounded buffer and
-// are republished until acknowledged or until Retry has passed; what does
-// not fit, or is still unacknowledged then, is dropped and counted. The
-// guarantee is therefore at least once (exactly once in the stream, thanks
-// to the dedup window) for outages shorter than Retry that the buffer
-// absorbs, and counted loss beyond that. Alerts, which must not be lost,
-// go through the store's outbox and AlertSink instead.
+// ConnPublisher publishes connection records through a Spool: each record
+// is written to disk first, then published asynchronously with a
+// Nats-Msg-Id that is the same when it is republished (JetStream stores it
+// once within its dedup window), with up to Window publications awaiting
+// their acknowledgement. Acknowledgements are taken in order; when one
+// fails or times out, every unacknowledged publication is sent again after
+// a backoff, until the stream takes them — for however long the broker is
+// away. The guarantee is at least once for every record that reached the
+// spool: across broker outages as long as the spool's size covers, and
+// across a crash of the sentry. Records are dropped (and counted) only
+// when the spool is full or cannot be written. Alerts go through the
+// store's outbox and AlertSink instead.
 type ConnPublisher struct {
+	nc         *nats.Conn
 	js         jetstream.JetStream
 	host       string
 	partitions int
-	retry      time.Duration
-	pending    chan pending
+	window     int
+	spool      *Spool
+	syncEvery  time.Duration
 	log        *slog.Logger
 	Stats      PublishStats
-}
-
-type pending struct {
-	msg   *nats.Msg
-	id    string
-	fut   jetstream.PubAckFuture
-	first time.Time
 }
 
 // PublisherOptions configures NewConnPublisher.
 type PublisherOptions struct {
 	Host       string        // sentry name (any string; made a subject token)
 	Partitions int           // fleet.partitions
-	Buffer     int           // records awaiting acknowledgement (fleet.publish_buffer)
-	Retry      time.Duration // how long an unacknowledged record is retried (default 2m)
+	Window     int           // publications awaiting acknowledgement at once (fleet.publish_buffer)
+	Spool      *Spool        // where records wait for their acknowledgement; closed by Run
+	Sync       time.Duration // how often the spool is forced to disk (default 1s)
 	Log        *slog.Logger
 }
 
 // NewConnPublisher returns a publisher on nc; run it with Run.
 func NewConnPublisher(nc *nats.Conn, o PublisherOptions) (*ConnPublisher, error) {
-	if o.Partitions < 1 || o.Buffer < 1 {
-		return nil, fmt.Errorf("fleet publisher: partitions %d and buffer %d must be positive", o.Partitions, o.Buffer)
+	if o.Partitions < 1 || o.Window < 1 || o.Spool == nil {
+		return nil, fmt.Errorf("fleet publisher: partitions %d and window %d must be positive, and a spool is needed", o.Partitions, o.Window)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.Buffer),
+	// Publications abandoned after a failure still count against the
+	// client's pending limit until they time out: leave room for a window
+	// of them.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*o.Window),
 		jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		return nil, err
 	}
-	if o.Retry <= 0 {
-		o.Retry = 2 * time.Minute
+	if o.Sync <= 0 {
+		o.Sync = time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &ConnPublisher{js: js, host: HostToken(o.Host), partitions: o.Partitions, retry: o.Retry,
-		pending: make(chan pending, o.Buffer), log: o.Log}, nil
+	return &ConnPublisher{nc: nc, js: js, host: HostToken(o.Host), partitions: o.Partitions, window: o.Window,
+		spool: o.Spool, syncEvery: o.Sync, log: o.Log}, nil
 }
+
+// Backlog is the number of spooled records the stream has not acknowledged.
+func (p *ConnPublisher) Backlog() uint64 { return p.spool.Backlog() }
+
+// SpoolBytes is the size of the spool on disk.
+func (p *ConnPublisher) SpoolBytes() int64 { return p.spool.Bytes() }
 
 // Encode returns the message of one record: Zeek JSON, the Update flag in
 // a header, and a Nats-Msg-Id from the host, the uid and the content (an
@@ -106,90 +115,196 @@ func Decode(m *nats.Msg) (*model.Conn, string, error) {
 	return c, hostOf(m.Subject), nil
 }
 
-// Run publishes the records from in until ctx ends or in is closed, then
-// waits up to grace for outstanding acknowledgements.
+// Run spools the records from in and publishes them until ctx ends or in
+// is closed; then it waits up to grace for the backlog to be acknowledged,
+// and closes the spool, which keeps the rest for the next start.
 func (p *ConnPublisher) Run(ctx context.Context, in <-chan *model.Conn, grace time.Duration) error {
-	acks := make(chan struct{})
-	ackCtx, stopAcks := context.WithCancel(context.WithoutCancel(ctx))
-	go func() { defer close(acks); p.confirm(ackCtx) }()
-	defer func() {
-		close(p.pending)
-		t := time.AfterFunc(grace, stopAcks)
-		<-acks
-		t.Stop()
-		stopAcks()
-	}()
+	sendCtx, stopSend := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSend()
+	sent := make(chan error, 1)
+	go func() { sent <- p.send(sendCtx) }()
+	syncTick := time.NewTicker(p.syncEvery)
+	defer syncTick.Stop()
+	var werr error
+	spoolOne := func(c *model.Conn) {
+		if err := p.spool.Append(Encode(c, p.host, p.partitions)); err != nil {
+			p.drop(err)
+			return
+		}
+		p.Stats.Spooled.Add(1)
+	}
+loop:
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			break loop
 		case c, ok := <-in:
 			if !ok {
+				break loop
+			}
+			spoolOne(c)
+			// Group commit: take what is queued, then one flush.
+			closed := false
+		drain:
+			for range 4096 {
+				select {
+				case c, ok := <-in:
+					if !ok {
+						closed = true
+						break drain
+					}
+					spoolOne(c)
+				default:
+					break drain
+				}
+			}
+			if err := p.spool.Flush(); err != nil {
+				p.log.Error("spool flush", "err", err)
+			}
+			if closed {
+				break loop
+			}
+		case <-syncTick.C:
+			if err := p.spool.Sync(); err != nil {
+				p.log.Error("spool sync", "err", err)
+			}
+		case err := <-sent:
+			werr = err
+			stopSend()
+			break loop
+		}
+	}
+	if err := p.spool.Sync(); err != nil {
+		p.log.Error("spool sync", "err", err)
+	}
+	if werr == nil {
+		deadline := time.Now().Add(grace)
+		for p.spool.Backlog() > 0 && time.Now().Before(deadline) {
+			select {
+			case werr = <-sent:
+				deadline = time.Now()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		stopSend()
+		if werr == nil {
+			werr = <-sent
+		}
+	}
+	if left := p.spool.Backlog(); left > 0 {
+		p.log.Warn("records not yet acknowledged stay in the spool for the next start", "records", left)
+	}
+	if err := p.spool.Close(); err != nil && werr == nil {
+		werr = err
+	}
+	return werr
+}
+
+// drop counts a record that could not be spooled, logging at powers of two.
+func (p *ConnPublisher) drop(err error) {
+	n := p.Stats.Dropped.Add(1)
+	if n&(n-1) == 0 {
+		p.log.Warn("records dropped: not spooled", "dropped", n, "err", err)
+	}
+}
+
+// inflight is a record published and awaiting its acknowledgement.
+type inflight struct {
+	seq uint64
+	msg *nats.Msg
+	fut jetstream.PubAckFuture
+}
+
+// send reads the spool forward, keeps up to p.window publications in
+// flight, and advances the spool's acknowledged position in order. A
+// failure republishes the whole window after a backoff: the stream's dedup
+// drops what had arrived. It returns on ctx's end, or with an error when
+// the spool cannot be read.
+func (p *ConnPublisher) send(ctx context.Context) error {
+	const minBackoff, maxBackoff = 250 * time.Millisecond, 5 * time.Second
+	r := p.spool.Reader()
+	defer r.Close()
+	ring := make([]inflight, p.window)
+	head, n := 0, 0
+	backoff := time.Duration(0)
+	save := time.NewTicker(time.Second)
+	defer save.Stop()
+	defer func() {
+		if err := p.spool.SaveCursor(); err != nil {
+			p.log.Error("spool cursor", "err", err)
+		}
+	}()
+	for {
+		for n < p.window {
+			m, seq, ok, err := r.Next()
+			if err != nil {
+				p.log.Error("spool unreadable: publishing stops", "err", err)
+				return err
+			}
+			if !ok {
+				break
+			}
+			ring[(head+n)%p.window] = inflight{seq: seq, msg: m, fut: p.publish(m)}
+			n++
+		}
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-p.spool.Notify():
+			case <-save.C:
+				if err := p.spool.SaveCursor(); err != nil {
+					p.log.Error("spool cursor", "err", err)
+				}
+			}
+			continue
+		}
+		h := &ring[head]
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.fut.Ok():
+			p.Stats.Acked.Add(1)
+			p.spool.Ack(h.seq + 1)
+			*h = inflight{}
+			head, n = (head+1)%p.window, n-1
+			backoff = 0
+		case err := <-h.fut.Err():
+			backoff = min(max(2*backoff, minBackoff), maxBackoff)
+			if backoff == minBackoff || backoff == maxBackoff {
+				p.log.Warn("records not acknowledged; republishing", "in_flight", n, "backlog", p.spool.Backlog(), "retry_in", backoff, "err", err)
+			}
+			if !sleep(ctx, backoff) {
 				return nil
 			}
-			m := Encode(c, p.host, p.partitions)
-			p.publish(ctx, pending{msg: m, id: m.Header.Get(jetstream.MsgIDHeader), first: time.Now()})
+			// While disconnected, publications would only pile up in the
+			// client's reconnect buffer: wait for the connection.
+			for p.nc.Status() != nats.CONNECTED {
+				if !sleep(ctx, minBackoff) {
+					return nil
+				}
+			}
+			for i := range n {
+				f := &ring[(head+i)%p.window]
+				f.fut = p.publish(f.msg)
+				p.Stats.Retried.Add(1)
+			}
+		case <-save.C:
+			if err := p.spool.SaveCursor(); err != nil {
+				p.log.Error("spool cursor", "err", err)
+			}
 		}
 	}
 }
 
-// publish hands one message to JetStream and queues it for confirm; when
-// the buffer is full the record is dropped rather than stall the caller.
-func (p *ConnPublisher) publish(ctx context.Context, pm pending) {
-	fut, err := p.js.PublishMsgAsync(pm.msg, jetstream.WithMsgID(pm.id))
-	if err != nil {
-		p.Stats.Dropped.Add(1)
-		if p.Stats.Dropped.Load()&(p.Stats.Dropped.Load()-1) == 0 { // log at powers of two
-			p.log.Warn("records dropped: NATS publish buffer full", "dropped", p.Stats.Dropped.Load(), "err", err)
-		}
-		return
-	}
+// publish hands m to JetStream; an immediate failure becomes a failed future.
+func (p *ConnPublisher) publish(m *nats.Msg) jetstream.PubAckFuture {
 	p.Stats.Published.Add(1)
-	pm.fut = fut
-	select {
-	case p.pending <- pm:
-	case <-ctx.Done():
+	fut, err := p.js.PublishMsgAsync(m, jetstream.WithMsgID(m.Header.Get(jetstream.MsgIDHeader)))
+	if err != nil {
+		return failed(err)
 	}
-}
-
-// confirm waits for each record's acknowledgement in publish order and
-// republishes those that failed or timed out, until retry has passed. A
-// record is retried at most every retryGap, but a backlog whose futures
-// failed long ago is republished without waiting, so recovery after an
-// outage takes round trips, not sleeps.
-func (p *ConnPublisher) confirm(ctx context.Context) {
-	const retryGap = 250 * time.Millisecond
-	for pm := range p.pending {
-		last := pm.first
-		for {
-			var err error
-			select {
-			case <-pm.fut.Ok():
-			case err = <-pm.fut.Err():
-			case <-ctx.Done():
-				err = ctx.Err()
-			}
-			if err == nil {
-				p.Stats.Acked.Add(1)
-				break
-			}
-			if ctx.Err() != nil || time.Since(pm.first) > p.retry {
-				p.Stats.Dropped.Add(1)
-				p.log.Warn("record dropped: not acknowledged", "msg_id", pm.id, "err", err)
-				break
-			}
-			if wait := retryGap - time.Since(last); wait > 0 && !sleep(ctx, wait) {
-				continue
-			}
-			last = time.Now()
-			p.Stats.Retried.Add(1)
-			fut, perr := p.js.PublishMsgAsync(pm.msg, jetstream.WithMsgID(pm.id))
-			if perr != nil {
-				fut = failed(perr)
-			}
-			pm.fut = fut
-		}
-	}
+	return fut
 }
 
 // failed is a PubAckFuture that has already failed with err.

@@ -99,7 +99,7 @@ func TestClusterThroughput(t *testing.T) {
 				return
 			}
 			defer nc.Close()
-			p, err := NewConnPublisher(nc, PublisherOptions{Host: h, Partitions: 16, Buffer: 65536})
+			p, err := NewConnPublisher(nc, PublisherOptions{Host: h, Partitions: 16, Window: 65536, Spool: testSpool(t)})
 			if err != nil {
 				t.Error(err)
 				return
