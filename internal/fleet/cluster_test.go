@@ -132,11 +132,11 @@ func initCluster(t testing.TB, c *natsCluster, cfg *config.Config) {
 	t.Fatalf("fleet init on the cluster: %v", last)
 }
 
-// expectedIDs returns the Nats-Msg-Id of every scenario record.
-func expectedIDs(cfg *config.Config, background int) map[string]bool {
+// expectedIDs returns the Nats-Msg-Id of every record of every sentry.
+func expectedIDs(cfg *config.Config, recs [][]*model.Conn) map[string]bool {
 	ids := map[string]bool{}
 	for i, h := range scenarioHosts {
-		for _, c := range scenario(i, background) {
+		for _, c := range recs[i] {
 			ids[Encode(c, h, cfg.Fleet.Partitions).Header.Get(jetstream.MsgIDHeader)] = true
 		}
 	}
@@ -215,8 +215,10 @@ func sinkCommit(t testing.TB, nc *nats.Conn) func(context.Context, time.Time, []
 	}
 }
 
-// TestClusterFaults: three sentries publish to a three-node cluster with
-// R3 streams; two analyzers share the partitions. Mid-run one NATS node is
+// TestClusterFaults: three sentries publish what their hosts recorded
+// (testdata/recorded, real traffic captured by lab/fleet-record.sh, plus
+// generated background volume) to a three-node cluster with R3 streams;
+// two analyzers share the partitions. Mid-run one NATS node is
 // killed, later one analyzer is killed (its connection dropped, nothing
 // released). The guarantee checked: every record the publishers had
 // acknowledged is processed at least once on its source side (records are
@@ -231,7 +233,11 @@ func TestClusterFaults(t *testing.T) {
 	}
 	initCluster(t, c, cfg)
 	const background = 1500
-	want := expectedIDs(cfg, background)
+	var recs [][]*model.Conn
+	for i := range scenarioHosts {
+		recs = append(recs, recordedScenario(t, i, background))
+	}
+	want := expectedIDs(cfg, recs)
 
 	var seen seenSet
 	ctx, cancel := context.WithCancel(t.Context())
@@ -281,7 +287,7 @@ func TestClusterFaults(t *testing.T) {
 			in := make(chan *model.Conn)
 			go func() {
 				defer close(in)
-				for k, r := range scenario(i, background) {
+				for k, r := range recs[i] {
 					in <- r
 					progress <- 1
 					if k%100 == 99 {

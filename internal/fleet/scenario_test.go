@@ -3,8 +3,12 @@ package fleet
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sort"
+	"testing"
 	"time"
+
+	"github.com/tcpsentry/tcpsentry/internal/flow"
 
 	"github.com/tcpsentry/tcpsentry/internal/model"
 )
@@ -68,6 +72,42 @@ func scenario(i, background int) []*model.Conn {
 			dst = netip.AddrFrom4([4]byte{byte(11 + i), byte(k >> 16), byte(k >> 8), byte(k)})
 		}
 		add(&model.Conn{TS: ts, Orig: netip.AddrPortFrom(host, uint16(1024+k%60000)), Resp: netip.AddrPortFrom(dst, 443),
+			Proto: model.ProtoTCP, Duration: time.Second, OrigBytes: 500, RespBytes: 5000, ConnState: model.ConnSF,
+			History: "ShADadFf", OrigPkts: 8, RespPkts: 9, OrigIPBytes: 920, RespIPBytes: 5470, End: model.EndClosed})
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].TS.Before(out[b].TS) })
+	return out
+}
+
+// recordedScenario returns sentry i's records: what its host recorded
+// (testdata/recorded/<sentry>.pcap through the flow tracker: six beacons
+// to 203.0.113.7:443, ten refused probes from 198.51.100.9, its hops of a
+// lateral-movement chain, a little background) and, for volume,
+// `background` generated connections to addresses no other sentry sees,
+// spread over the recording, in event-time order.
+func recordedScenario(t testing.TB, i, background int) []*model.Conn {
+	t.Helper()
+	path := filepath.Join("testdata", "recorded", scenarioHosts[i]+".pcap")
+	var out []*model.Conn
+	if _, err := flow.Run(t.Context(), flow.Input{Paths: []string{path},
+		Emit: func(c *model.Conn) { out = append(out, c) },
+		Warn: func(err error) { t.Errorf("%s: %v", path, err) },
+	}); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s: no connections", path)
+	}
+	sort.SliceStable(out, func(a, b int) bool { return out[a].TS.Before(out[b].TS) })
+	start, span := out[0].TS, out[len(out)-1].TS.Sub(out[0].TS)
+	host := netip.AddrFrom4([4]byte{10, 0, byte(i + 1), 10})
+	for k := range background {
+		dst := netip.AddrFrom4([4]byte{byte(11 + i), byte(k >> 16), byte(k >> 8), byte(k)})
+		if k%2 == 0 {
+			dst = netip.AddrFrom4([4]byte{10, 0, byte(i + 1), byte(100 + k%50)})
+		}
+		out = append(out, &model.Conn{TS: start.Add(span * time.Duration(k) / time.Duration(background)), UID: fmt.Sprintf("G%d-%06d", i, k),
+			Orig: netip.AddrPortFrom(host, uint16(1024+k%60000)), Resp: netip.AddrPortFrom(dst, 443),
 			Proto: model.ProtoTCP, Duration: time.Second, OrigBytes: 500, RespBytes: 5000, ConnState: model.ConnSF,
 			History: "ShADadFf", OrigPkts: 8, RespPkts: 9, OrigIPBytes: 920, RespIPBytes: 5470, End: model.EndClosed})
 	}

@@ -292,3 +292,43 @@ func FuzzSpoolSegment(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSpool: the cost a record adds on its way to the broker: encode,
+// append (batched flush, as Run does) and read back.
+func BenchmarkSpool(b *testing.B) {
+	s, err := OpenSpool(b.TempDir(), 1<<40)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	recs := outageRecords(0, 1024)
+	r := s.Reader()
+	defer r.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := s.Append(Encode(recs[i%len(recs)], "h", 16)); err != nil {
+			b.Fatal(err)
+		}
+		if i%256 == 255 || i == b.N-1 {
+			if err := s.Flush(); err != nil {
+				b.Fatal(err)
+			}
+			for {
+				_, seq, ok, err := r.Next()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if !ok {
+					break
+				}
+				s.Ack(seq + 1)
+			}
+			if i%65536 == 65535 {
+				if err := s.SaveCursor(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+}
