@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,18 +13,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpsentry/tcpsentry/internal/flow"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 	"github.com/tcpsentry/tcpsentry/internal/testenv"
-	"github.com/tcpsentry/tcpsentry/internal/zeeklog"
 )
 
 // TestFleetEndToEnd runs the commands as a user would: a JetStream
 // nats-server, `tcpsentry fleet init` (twice: idempotent), three
 // `tcpsentry watch --read FILE --publish` sentries replaying what their
 // hosts recorded, and two `tcpsentry fleet` processes whose JSON lines
-// sinks must receive the fleet-destination and fleet-scan findings, each
-// once; the sentries' and analyzers' /metrics must account for every
-// record.
+// sinks must receive the fleet-destination, fleet-scan and
+// fleet-lateral-chain findings, each once; the sentries' and analyzers'
+// /metrics must account for every record.
 func TestFleetEndToEnd(t *testing.T) {
 	bin := testenv.NeedTool(t, "nats-server")
 	dir := t.TempDir()
@@ -76,29 +75,26 @@ func TestFleetEndToEnd(t *testing.T) {
 		analyzers = append(analyzers, startDaemon(t, "fleet", "--config", cfg, "--name", fmt.Sprint("an", i)))
 	}
 
-	// Three sentries publish what their hosts recorded: each beacons to
-	// one external address and receives 10 refused probes from one
-	// scanner. They are `tcpsentry watch --read FILE --publish` processes.
-	now := time.Now().Add(-time.Minute)
+	// Three sentries publish what their hosts recorded (real traffic,
+	// captured by lab/fleet-record.sh): each beacons to one external
+	// address, receives ten refused probes from one scanner, and takes
+	// part in a lateral-movement chain. They are `tcpsentry watch --read
+	// FILE --publish` processes.
 	var sentries []*daemon
-	for i, host := range []string{"sentry-a", "sentry-b", "sentry-c"} {
-		var recs []*model.Conn
-		me := netip.AddrFrom4([4]byte{10, 1, byte(i), 10})
-		for k := range 4 {
-			recs = append(recs, &model.Conn{TS: now.Add(time.Duration(k) * 10 * time.Second), UID: fmt.Sprintf("B%d%d", i, k),
-				Orig: netip.AddrPortFrom(me, uint16(40000+k)), Resp: netip.MustParseAddrPort("203.0.113.7:443"),
-				Proto: model.ProtoTCP, ConnState: model.ConnSF, Duration: time.Second, End: model.EndClosed})
+	var records []float64
+	total := 0
+	for _, host := range []string{"sentry-a", "sentry-b", "sentry-c"} {
+		input, err := filepath.Abs(filepath.Join("..", "..", "internal", "fleet", "testdata", "recorded", host+".pcap"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		for k := range 10 {
-			recs = append(recs, &model.Conn{TS: now.Add(time.Duration(i*10+k) * 10 * time.Millisecond), UID: fmt.Sprintf("S%d%d", i, k),
-				Orig: netip.MustParseAddrPort("198.51.100.9:61000"), Resp: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i), byte(20 + k)}), 22),
-				Proto: model.ProtoTCP, ConnState: model.ConnREJ, FirstFlags: model.FlagSYN, End: model.EndClosed, Unset: model.FieldDuration})
+		n := 0
+		if _, err := flow.Run(t.Context(), flow.Input{Paths: []string{input}, Emit: func(*model.Conn) { n++ },
+			Warn: func(err error) { t.Errorf("%s: %v", input, err) }}); err != nil {
+			t.Fatal(err)
 		}
-		var log []byte
-		for _, c := range recs {
-			log = append(zeeklog.AppendJSON(log, c), '\n')
-		}
-		input := write(host+".log", string(log))
+		records = append(records, float64(n))
+		total += n
 		cfg := write(host+".yaml", fleetCfg+"  host: "+host+"\nsinks:\n  stdout: {enabled: false}\n"+
 			"watch:\n  interval: 1h\n  metrics_listen: 127.0.0.1:0\n  grace: 2s\n  store: "+filepath.Join(dir, host+".db")+"\n")
 		sentries = append(sentries, startWatch(t, "--config", cfg, "--read", input))
@@ -118,16 +114,16 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 		return out
 	}
-	waitFor(t, 60*time.Second, "fleet-destination and fleet-scan alerts in the analyzers' sinks", func() bool {
+	waitFor(t, 60*time.Second, "fleet-destination, fleet-scan and fleet-lateral-chain alerts in the analyzers' sinks", func() bool {
 		seen := map[string]bool{}
 		for _, a := range read() {
 			seen[a.Detector] = true
 		}
-		return seen["fleet-destination"] && seen["fleet-scan"]
+		return seen["fleet-destination"] && seen["fleet-scan"] && seen["fleet-lateral-chain"]
 	})
 	// Every record acknowledged by the stream, as the sentries count it.
 	for i, d := range sentries {
-		waitMetric(t, d, d.metricsAddr(t), "tcpsentry_fleet_records_acked_total", 14, 20*time.Second)
+		waitMetric(t, d, d.metricsAddr(t), "tcpsentry_fleet_records_acked_total", records[i], 20*time.Second)
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		<-d.done
 		if d.err != nil {
@@ -143,8 +139,8 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 		processed += v
 	}
-	if processed < 2*42 {
-		t.Errorf("analyzers processed %v record messages, want at least %d (42 records, two sides)", processed, 2*42)
+	if processed < float64(2*total) {
+		t.Errorf("analyzers processed %v record messages, want at least %d (%d records, two sides)", processed, 2*total, total)
 	}
 	for _, a := range analyzers {
 		_ = a.cmd.Process.Signal(syscall.SIGTERM)

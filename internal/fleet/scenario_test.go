@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"sort"
@@ -101,12 +102,14 @@ func recordedScenario(t testing.TB, i, background int) []*model.Conn {
 	sort.SliceStable(out, func(a, b int) bool { return out[a].TS.Before(out[b].TS) })
 	start, span := out[0].TS, out[len(out)-1].TS.Sub(out[0].TS)
 	host := netip.AddrFrom4([4]byte{10, 0, byte(i + 1), 10})
+	// Random times and servers: background must not look periodic.
+	rng := rand.New(rand.NewPCG(uint64(i), 7))
 	for k := range background {
 		dst := netip.AddrFrom4([4]byte{byte(11 + i), byte(k >> 16), byte(k >> 8), byte(k)})
 		if k%2 == 0 {
-			dst = netip.AddrFrom4([4]byte{10, 0, byte(i + 1), byte(100 + k%50)})
+			dst = netip.AddrFrom4([4]byte{10, 0, byte(i + 1), byte(100 + rng.IntN(50))})
 		}
-		out = append(out, &model.Conn{TS: start.Add(span * time.Duration(k) / time.Duration(background)), UID: fmt.Sprintf("G%d-%06d", i, k),
+		out = append(out, &model.Conn{TS: start.Add(time.Duration(rng.Int64N(int64(span)))), UID: fmt.Sprintf("G%d-%06d", i, k),
 			Orig: netip.AddrPortFrom(host, uint16(1024+k%60000)), Resp: netip.AddrPortFrom(dst, 443),
 			Proto: model.ProtoTCP, Duration: time.Second, OrigBytes: 500, RespBytes: 5000, ConnState: model.ConnSF,
 			History: "ShADadFf", OrigPkts: 8, RespPkts: 9, OrigIPBytes: 920, RespIPBytes: 5470, End: model.EndClosed})
