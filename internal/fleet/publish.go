@@ -30,15 +30,15 @@ type PublishStats struct {
 // ConnPublisher publishes connection records through a Spool: each record
 // is written to disk first, then published asynchronously with a
 // Nats-Msg-Id that is the same when it is republished (JetStream stores it
-// once within its dedup window), with up to Window publications awaiting
-// their acknowledgement. Acknowledgements are taken in order; when one
-// fails or times out, every unacknowledged publication is sent again after
-// a backoff, until the stream takes them — for however long the broker is
-// away. The guarantee is at least once for every record that reached the
-// spool: across broker outages as long as the spool's size covers, and
-// across a crash of the sentry. Records are dropped (and counted) only
-// when the spool is full or cannot be written. Alerts go through the
-// store's outbox and AlertSink instead.
+// once within its dedup window), with an adaptive window of publications
+// awaiting their acknowledgement (at most Window). Acknowledgements are
+// taken in order; a failed or timed-out one halves the window and, after a
+// backoff, republishes what failed — for however long the broker is away.
+// The guarantee is at least once for every record that reached the spool:
+// across broker outages as long as the spool's size covers, and across a
+// crash of the sentry. Records are dropped (and counted) only when the
+// spool is full or cannot be written. Alerts go through the store's outbox
+// and AlertSink instead.
 type ConnPublisher struct {
 	nc         *nats.Conn
 	js         jetstream.JetStream
@@ -61,6 +61,11 @@ type PublisherOptions struct {
 	Log        *slog.Logger
 }
 
+// publishTimeout is how long a publication waits for its acknowledgement
+// before it counts as failed: long enough for a replicated stream on a
+// loaded cluster, short enough to notice a message lost in a reconnect.
+const publishTimeout = 10 * time.Second
+
 // NewConnPublisher returns a publisher on nc; run it with Run.
 func NewConnPublisher(nc *nats.Conn, o PublisherOptions) (*ConnPublisher, error) {
 	if o.Partitions < 1 || o.Window < 1 || o.Spool == nil {
@@ -70,7 +75,7 @@ func NewConnPublisher(nc *nats.Conn, o PublisherOptions) (*ConnPublisher, error)
 	// client's pending limit until they time out: leave room for a window
 	// of them.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2*o.Window),
-		jetstream.WithPublishAsyncTimeout(5*time.Second))
+		jetstream.WithPublishAsyncTimeout(publishTimeout))
 	if err != nil {
 		return nil, err
 	}
@@ -213,19 +218,28 @@ type inflight struct {
 	seq uint64
 	msg *nats.Msg
 	fut jetstream.PubAckFuture
+	ok  bool // acknowledged while not at the head of the window
 }
 
-// send reads the spool forward, keeps up to p.window publications in
-// flight, and advances the spool's acknowledged position in order. A
-// failure republishes the whole window after a backoff: the stream's dedup
-// drops what had arrived. It returns on ctx's end, or with an error when
-// the spool cannot be read.
+// minWindow is the smallest in-flight window the publisher shrinks to.
+const minWindow = 64
+
+// send reads the spool forward, keeps a window of publications in flight,
+// and advances the spool's acknowledged position in order. The window
+// adapts: it halves when an acknowledgement fails (a broker that cannot
+// acknowledge the window within the publish timeout is overloaded, and
+// republishing more only makes it slower) and grows by one with each
+// acknowledgement, up to p.window. A failure republishes, after a backoff
+// and once connected, the head and every publication whose future has
+// already failed; the stream's dedup drops what had arrived. It returns on
+// ctx's end, or with an error when the spool cannot be read.
 func (p *ConnPublisher) send(ctx context.Context) error {
 	const minBackoff, maxBackoff = 250 * time.Millisecond, 5 * time.Second
 	r := p.spool.Reader()
 	defer r.Close()
 	ring := make([]inflight, p.window)
 	head, n := 0, 0
+	window := p.window
 	backoff := time.Duration(0)
 	save := time.NewTicker(time.Second)
 	defer save.Stop()
@@ -234,8 +248,17 @@ func (p *ConnPublisher) send(ctx context.Context) error {
 			p.log.Error("spool cursor", "err", err)
 		}
 	}()
+	advance := func() {
+		h := &ring[head]
+		p.Stats.Acked.Add(1)
+		p.spool.Ack(h.seq + 1)
+		*h = inflight{}
+		head, n = (head+1)%p.window, n-1
+		window = min(window+1, p.window)
+		backoff = 0
+	}
 	for {
-		for n < p.window {
+		for n < window {
 			m, seq, ok, err := r.Next()
 			if err != nil {
 				p.log.Error("spool unreadable: publishing stops", "err", err)
@@ -260,19 +283,21 @@ func (p *ConnPublisher) send(ctx context.Context) error {
 			continue
 		}
 		h := &ring[head]
+		if h.ok {
+			advance()
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-h.fut.Ok():
-			p.Stats.Acked.Add(1)
-			p.spool.Ack(h.seq + 1)
-			*h = inflight{}
-			head, n = (head+1)%p.window, n-1
-			backoff = 0
+			advance()
 		case err := <-h.fut.Err():
+			window = max(window/2, minWindow)
 			backoff = min(max(2*backoff, minBackoff), maxBackoff)
 			if backoff == minBackoff || backoff == maxBackoff {
-				p.log.Warn("records not acknowledged; republishing", "in_flight", n, "backlog", p.spool.Backlog(), "retry_in", backoff, "err", err)
+				p.log.Warn("records not acknowledged; republishing", "in_flight", n, "window", window,
+					"backlog", p.spool.Backlog(), "retry_in", backoff, "err", err)
 			}
 			if !sleep(ctx, backoff) {
 				return nil
@@ -284,10 +309,21 @@ func (p *ConnPublisher) send(ctx context.Context) error {
 					return nil
 				}
 			}
-			for i := range n {
+			h.fut = p.publish(h.msg)
+			p.Stats.Retried.Add(1)
+			for i := 1; i < n; i++ {
 				f := &ring[(head+i)%p.window]
-				f.fut = p.publish(f.msg)
-				p.Stats.Retried.Add(1)
+				if f.ok {
+					continue
+				}
+				select {
+				case <-f.fut.Ok():
+					f.ok = true
+				case <-f.fut.Err():
+					f.fut = p.publish(f.msg)
+					p.Stats.Retried.Add(1)
+				default: // still waiting: leave it
+				}
 			}
 		case <-save.C:
 			if err := p.spool.SaveCursor(); err != nil {
