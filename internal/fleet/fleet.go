@@ -108,6 +108,12 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(o.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true), nats.ReconnectBufSize(64 << 20),
+		// By default the client closes the connection for good when a
+		// server rejects its credentials twice in a row, and a closed
+		// connection never comes back: keep trying, so that a sentry
+		// recovers once its creds file is replaced (it is read at each
+		// attempt) or the account is pushed to the resolver.
+		nats.IgnoreAuthErrorAbort(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("NATS disconnected", "err", err)
