@@ -104,6 +104,7 @@ deliveries) are served on fleet.metrics_listen. See docs/fleet.md. Create the st
 
 func newFleetInitCmd() *cobra.Command {
 	var ff fleetFlags
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create or update the fleet's JetStream streams and lease bucket (idempotent)",
@@ -127,9 +128,13 @@ them. Running it again changes nothing.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			if err := fleet.Init(ctx, js, cfg.Fleet); err != nil {
+				if !nc.IsConnected() {
+					return fmt.Errorf("no NATS server of %s answered within %v (the connection errors are logged above): %w",
+						strings.Join(cfg.Fleet.URLs, ","), timeout, err)
+				}
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "streams %s, %s and bucket %s ready (replicas %d)\n",
@@ -138,6 +143,7 @@ them. Running it again changes nothing.`,
 		},
 	}
 	ff.add(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up when the servers have not answered within this time")
 	return cmd
 }
 

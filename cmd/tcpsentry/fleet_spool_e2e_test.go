@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -217,4 +218,23 @@ watch:
 		t.Fatalf("stream holds %d messages, %d distinct records; want %d of each", total, len(uids), records)
 	}
 	t.Logf("%d records spooled with the broker down, sentry SIGKILLed, restarted: all %d stored once", records, len(uids))
+}
+
+// TestFleetInitUnreachable: with no server answering, fleet init gives up
+// after --timeout and says why, naming the connection error.
+func TestFleetInitUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close() // nothing listens there now
+	start := time.Now()
+	_, errOut, code := run(t, "fleet", "init", "--server", fmt.Sprintf("nats://127.0.0.1:%d", port), "--timeout", "1500ms")
+	if code != 2 || !strings.Contains(errOut, "connection refused") || !strings.Contains(errOut, "no NATS server of") {
+		t.Fatalf("fleet init against a closed port: exit %d, stderr %q; want exit 2 naming the refused connection", code, errOut)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Fatalf("fleet init took %v with --timeout 1.5s", took)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -120,6 +121,17 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }),
+		// A rejected credential or an untrusted certificate is otherwise
+		// only in nc.LastError(): say so, once per distinct error and at
+		// most every 30 s while it lasts.
+		nats.ReconnectErrHandler(connectFailures(log)),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS error", "subject", subject, "err", err)
+		}),
 	}
 	if o.CredsFile != "" {
 		if _, err := os.Stat(o.CredsFile); err != nil {
@@ -143,6 +155,25 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 		return nil, fmt.Errorf("fleet: connecting to %s: %w", strings.Join(o.URLs, ","), err)
 	}
 	return nc, nil
+}
+
+// connectFailures logs failed connection attempts without flooding: a new
+// error at once, the same one again after 30 s.
+func connectFailures(log *slog.Logger) nats.ConnErrHandler {
+	var mu sync.Mutex
+	var last string
+	var at time.Time
+	return func(_ *nats.Conn, err error) {
+		if err == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if msg := err.Error(); msg != last || time.Since(at) > 30*time.Second {
+			last, at = msg, time.Now()
+			log.Warn("NATS connection attempt failed", "err", err)
+		}
+	}
 }
 
 // sleep waits d or until ctx ends; false when ctx ended.
