@@ -336,7 +336,7 @@ func TestClusterFaults(t *testing.T) {
 	// The findings of partitions taken over come from the new owner's
 	// replay; wait for all three fleet findings (bounded), then stop.
 	var as []alert.Alert
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute) // generous: a loaded machine, -race
 	for time.Now().Before(deadline) {
 		as = fleetAlerts(t, []string{c.urls[0], c.urls[2]})
 		got := map[string]bool{}
