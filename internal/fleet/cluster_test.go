@@ -5,13 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,100 +14,14 @@ import (
 
 	"github.com/tcpsentry/tcpsentry/internal/alert"
 	"github.com/tcpsentry/tcpsentry/internal/config"
+	"github.com/tcpsentry/tcpsentry/internal/fleet/natstest"
 	"github.com/tcpsentry/tcpsentry/internal/model"
-	"github.com/tcpsentry/tcpsentry/internal/testenv"
 )
 
-// natsCluster is a three-node JetStream cluster of Debian's nats-server on
-// loopback ports.
-type natsCluster struct {
-	urls  []string
-	procs []*exec.Cmd
-}
-
-// freePorts returns n loopback ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
-func startCluster(t testing.TB) *natsCluster {
-	t.Helper()
-	bin := testenv.NeedTool(t, "nats-server")
-	dir := t.TempDir()
-	ports := freePorts(t, 6)
-	c := &natsCluster{}
-	for i := range 3 {
-		var routes []string
-		for j := range 3 {
-			if j != i {
-				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3+j]))
-			}
-		}
-		conf := fmt.Sprintf(`server_name: tsfleet-n%d
-listen: 127.0.0.1:%d
-jetstream { store_dir: %q }
-cluster { name: tsfleet, listen: 127.0.0.1:%d, routes: [%s] }
-`, i, ports[i], filepath.Join(dir, fmt.Sprint("n", i)), ports[3+i], strings.Join(routes, ", "))
-		path := filepath.Join(dir, fmt.Sprintf("n%d.conf", i))
-		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		log, err := os.Create(filepath.Join(dir, fmt.Sprintf("n%d.log", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "-c", path)
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		c.procs = append(c.procs, cmd)
-		c.urls = append(c.urls, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
-	}
-	t.Cleanup(func() {
-		for _, p := range c.procs {
-			if p.ProcessState == nil {
-				_ = p.Process.Kill()
-				_ = p.Wait()
-			}
-		}
-		if t.Failed() {
-			for i := range 3 {
-				b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("n%d.log", i)))
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
-				}
-				t.Logf("node %d log tail:\n%s", i, b)
-			}
-		}
-	})
-	return c
-}
-
-// kill stops node i abruptly.
-func (c *natsCluster) kill(i int) {
-	_ = c.procs[i].Process.Signal(syscall.SIGKILL)
-	_ = c.procs[i].Wait()
-}
-
 // initCluster creates the R3 streams once the cluster has a meta leader.
-func initCluster(t testing.TB, c *natsCluster, cfg *config.Config) {
+func initCluster(t testing.TB, c *natstest.Cluster, cfg *config.Config) {
 	t.Helper()
-	nc, err := Connect(ConnectOptions{URLs: c.urls, Name: "init"})
+	nc, err := Connect(ConnectOptions{URLs: c.URLs, Name: "init"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +134,7 @@ func sinkCommit(t testing.TB, nc *nats.Conn) func(context.Context, time.Time, []
 // id and severity — the duplicates a failover causes carry the same id and
 // JetStream's dedup window (Nats-Msg-Id = id/severity) drops them.
 func TestClusterFaults(t *testing.T) {
-	c := startCluster(t)
+	c := natstest.StartCluster(t)
 	cfg, err := config.Parse([]byte("fleet:\n  partitions: 8\n  replicas: 3\n  lease_ttl: 4s\n"), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +158,7 @@ func TestClusterFaults(t *testing.T) {
 	}
 	var ins []*instance
 	for i := range 2 {
-		nc, err := Connect(ConnectOptions{URLs: c.urls, Name: fmt.Sprint("analyzer-", i)})
+		nc, err := Connect(ConnectOptions{URLs: c.URLs, Name: fmt.Sprint("analyzer-", i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -273,7 +181,7 @@ func TestClusterFaults(t *testing.T) {
 	progress := make(chan int, len(want))
 	for i, h := range scenarioHosts {
 		published.Go(func() {
-			nc, err := Connect(ConnectOptions{URLs: c.urls, Name: h})
+			nc, err := Connect(ConnectOptions{URLs: c.URLs, Name: h})
 			if err != nil {
 				t.Error(err)
 				return
@@ -317,7 +225,7 @@ func TestClusterFaults(t *testing.T) {
 		if !killedNode && sent >= total/3 {
 			killedNode = true
 			t.Logf("killing NATS node 1 after %d of %d records", sent, total)
-			c.kill(1)
+			c.Kill(1)
 		}
 		if !killedAnalyzer && sent >= 2*total/3 {
 			killedAnalyzer = true
@@ -338,7 +246,7 @@ func TestClusterFaults(t *testing.T) {
 	var as []alert.Alert
 	deadline := time.Now().Add(2 * time.Minute) // generous: a loaded machine, -race
 	for time.Now().Before(deadline) {
-		as = fleetAlerts(t, []string{c.urls[0], c.urls[2]})
+		as = fleetAlerts(t, []string{c.URLs[0], c.URLs[2]})
 		got := map[string]bool{}
 		for _, a := range as {
 			got[a.Detector] = true

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tcpsentry/tcpsentry/internal/fleet/natstest"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 )
 
@@ -22,7 +23,7 @@ type restartableServer struct {
 }
 
 func newRestartableServer(t testing.TB) *restartableServer {
-	r := &restartableServer{t: t, opts: server.Options{Host: "127.0.0.1", Port: freePorts(t, 1)[0], JetStream: true,
+	r := &restartableServer{t: t, opts: server.Options{Host: "127.0.0.1", Port: natstest.FreePorts(t, 1)[0], JetStream: true,
 		StoreDir: t.TempDir(), NoSigs: true, NoLog: true}}
 	r.start()
 	t.Cleanup(func() {

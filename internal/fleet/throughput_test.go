@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tcpsentry/tcpsentry/internal/config"
+	"github.com/tcpsentry/tcpsentry/internal/fleet/natstest"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 )
 
@@ -34,7 +35,7 @@ func TestClusterThroughput(t *testing.T) {
 	if os.Getenv("TSFLEET_REPLICAS") == "1" {
 		replicas = 1
 	}
-	c := startCluster(t)
+	c := natstest.StartCluster(t)
 	cfg, err := config.Parse(fmt.Appendf(nil, "fleet:\n  partitions: 16\n  replicas: %d\n  lease_ttl: 10s\n", replicas), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestClusterThroughput(t *testing.T) {
 	var analyzers []*Analyzer
 	startAnalyzers := func() {
 		for i := range 2 {
-			nc, err := Connect(ConnectOptions{URLs: c.urls, Name: fmt.Sprint("analyzer-", i)})
+			nc, err := Connect(ConnectOptions{URLs: c.URLs, Name: fmt.Sprint("analyzer-", i)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +94,7 @@ func TestClusterThroughput(t *testing.T) {
 	var acked uint64
 	for i, h := range scenarioHosts {
 		pubs.Go(func() {
-			nc, err := Connect(ConnectOptions{URLs: c.urls, Name: h})
+			nc, err := Connect(ConnectOptions{URLs: c.URLs, Name: h})
 			if err != nil {
 				t.Error(err)
 				return
