@@ -38,25 +38,66 @@ type destState struct {
 	changed bool // seen more since the last report
 }
 
-// hostContacts tracks one host's connections to a destination, for the
-// periodicity test (a beacon's intervals barely vary).
+// hostContacts tracks one host's connections to a destination for the
+// periodicity test: its latest intervals, judged by their median and
+// median absolute deviation, so that one missed or delayed check-in (an
+// interval twice as long) or jitter does not hide a beacon the way it
+// inflates a standard deviation.
 type hostContacts struct {
-	n          int
-	last       time.Time
-	sum, sumSq float64 // of the intervals in seconds
+	n    int
+	last time.Time
+	iv   []float32 // the latest intervals in seconds, a ring of maxIntervals
+	next int       // ring position of the next interval
 }
 
-func (h *hostContacts) periodic() bool {
-	k := float64(h.n - 1)
-	if h.n < 4 {
-		return false
+// maxIntervals bounds each host's kept intervals (64 bytes).
+const maxIntervals = 16
+
+// periodicMADRatio: intervals whose median absolute deviation is at most
+// this share of their median are periodic (a beacon with ±20% uniform
+// jitter has a ratio of about 0.1).
+const periodicMADRatio = 0.2
+
+func (h *hostContacts) add(ts time.Time) {
+	if h.n > 0 {
+		iv := float32(ts.Sub(h.last).Seconds())
+		if len(h.iv) < maxIntervals {
+			h.iv = append(h.iv, iv)
+		} else {
+			h.iv[h.next] = iv
+		}
+		h.next = (h.next + 1) % maxIntervals
 	}
-	mean := h.sum / k
-	if mean <= 0 {
-		return false
+	h.n++
+	h.last = ts
+}
+
+// periodic reports whether the host's contacts look like a beacon (at
+// least 3 intervals, robustly regular) and their median interval.
+func (h *hostContacts) periodic() (bool, time.Duration) {
+	if len(h.iv) < 3 {
+		return false, 0
 	}
-	v := h.sumSq/k - mean*mean
-	return math.Sqrt(math.Max(v, 0))/mean < 0.25
+	xs := slices.Clone(h.iv)
+	slices.Sort(xs)
+	med := median32(xs)
+	if med <= 0 {
+		return false, 0
+	}
+	for i, x := range xs {
+		xs[i] = float32(math.Abs(float64(x - med)))
+	}
+	slices.Sort(xs)
+	return median32(xs) <= periodicMADRatio*med, time.Duration(float64(med) * float64(time.Second))
+}
+
+// median32 is the median of sorted xs.
+func median32(xs []float32) float32 {
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // destinationDetector reports one external destination contacted by
@@ -105,13 +146,7 @@ func (d *destinationDetector) observe(c *model.Conn, host string, emit detect.Em
 		h = &hostContacts{}
 		s.hosts[host] = h
 	}
-	if h.n > 0 {
-		iv := c.TS.Sub(h.last).Seconds()
-		h.sum += iv
-		h.sumSq += iv * iv
-	}
-	h.n++
-	h.last = c.TS
+	h.add(c.TS)
 	if len(s.hosts) >= d.cfg.MinHosts && len(s.hosts) > s.reached {
 		s.reached = len(s.hosts)
 		s.changed = false
@@ -146,13 +181,16 @@ func (d *destinationDetector) evict(win time.Time) bool {
 func (d *destinationDetector) alert(k destKey, s *destState, now time.Time) alert.Alert {
 	hosts := make([]string, 0, len(s.hosts))
 	periodic := 0
+	var every []time.Duration // periodic hosts' median intervals
 	for name, h := range s.hosts {
 		hosts = append(hosts, name)
-		if h.periodic() {
+		if ok, iv := h.periodic(); ok {
 			periodic++
+			every = append(every, iv)
 		}
 	}
 	slices.Sort(hosts)
+	slices.Sort(every)
 	n := len(hosts)
 	if len(hosts) > maxListed {
 		hosts = hosts[:maxListed]
@@ -163,8 +201,11 @@ func (d *destinationDetector) alert(k destKey, s *destState, now time.Time) aler
 	}
 	conf := math.Min(0.95, 0.5+0.05*float64(n-d.cfg.MinHosts)+0.1*float64(periodic))
 	title := fmt.Sprintf("%s %s contacted by %d hosts", k.proto, k.dst, n)
+	var interval time.Duration
 	if periodic > 0 {
-		title += fmt.Sprintf(", %d periodically", periodic)
+		// The hosts' typical interval: one implant's configuration.
+		interval = every[len(every)/2].Round(100 * time.Millisecond)
+		title += fmt.Sprintf(", %d periodically (every %v)", periodic, interval)
 	}
 	return alert.Alert{
 		Detector: DetDestination,
@@ -172,7 +213,7 @@ func (d *destinationDetector) alert(k destKey, s *destState, now time.Time) aler
 		Title:    title, Severity: sev, Confidence: conf, Attack: []string{"T1071"},
 		Dst: k.dst.Addr(), DstPort: k.dst.Port(), HasDstPort: true, Proto: k.proto,
 		Evidence: map[string]any{"hosts": n, "host_names": hosts, "periodic_hosts": periodic,
-			"connections": s.conns, "window_s": d.cfg.Window.Duration.Seconds()},
+			"interval_s": interval.Seconds(), "connections": s.conns, "window_s": d.cfg.Window.Duration.Seconds()},
 		FirstSeen: s.first, LastSeen: now,
 	}
 }

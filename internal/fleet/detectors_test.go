@@ -48,6 +48,17 @@ func TestDestinationDetector(t *testing.T) {
 		{"two hosts are not enough", beacons("a", "b"), 0, 0, 0, 0},
 		{"three periodic hosts", beacons("a", "b", "c"), 1, 3, 3, alert.High},
 		{"one host irregular", beacons("a", "b", "jitter"), 1, 3, 2, alert.Medium},
+		// One check-in missed (an interval of 121 s among ~60 s ones) and
+		// a few seconds of jitter: a standard deviation would call it
+		// irregular (coefficient of variation 0.34), the median absolute
+		// deviation does not.
+		{"missed check-in still periodic", append(beacons("a", "b"), func() []obs {
+			var out []obs
+			for _, at := range []time.Duration{0, 61, 119, 240, 298, 361} {
+				out = append(out, obs{"missed", conn(at*time.Second, "10.0.0.9:4000", "203.0.113.7:443", model.ConnSF)})
+			}
+			return out
+		}()...), 1, 3, 3, alert.High},
 		{"internal destination ignored", []obs{
 			{"a", conn(0, "10.0.0.1:1", "10.9.9.9:445", model.ConnSF)},
 			{"b", conn(1, "10.0.0.2:1", "10.9.9.9:445", model.ConnSF)},
@@ -74,6 +85,11 @@ func TestDestinationDetector(t *testing.T) {
 			a := as[0]
 			if a.Evidence["hosts"] != tc.hosts || a.Evidence["periodic_hosts"] != tc.periodic || a.Severity < tc.severityAtLeast {
 				t.Errorf("evidence %v severity %v, want hosts %d periodic %d severity ≥ %v", a.Evidence, a.Severity, tc.hosts, tc.periodic, tc.severityAtLeast)
+			}
+			if tc.periodic > 0 {
+				if iv := a.Evidence["interval_s"]; iv != 60.0 && iv != 61.0 {
+					t.Errorf("interval_s %v, want the hosts' median interval, 60 or 61 s", iv)
+				}
 			}
 			if err := a.Validate(); err != nil {
 				t.Error(err)
