@@ -325,3 +325,82 @@ func latest(t *testing.T, as []alert.Alert) alert.Alert {
 	}
 	return as[len(as)-1]
 }
+
+// TestAnalyzersScaleOutAndIn: analyzers are added and removed while the
+// fleet runs. A third one gets a share (the others hand partitions back at
+// their next renewal); one that stops releases its partitions at once and
+// the others take them; every partition is owned by exactly one analyzer
+// throughout the settled states, and records published afterwards are all
+// processed.
+func TestAnalyzersScaleOutAndIn(t *testing.T) {
+	url := startServer(t)
+	cfg := testConfig(t, 8)
+	js, _ := jetstream.New(connect(t, url))
+	if err := Init(t.Context(), js, cfg.Fleet); err != nil {
+		t.Fatal(err)
+	}
+	var seen seenSet
+	type running struct {
+		a      *Analyzer
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	start := func(name string) *running {
+		a, err := NewAnalyzer(connect(t, url), AnalyzerOptions{Config: cfg, Owner: name,
+			Commit: func(context.Context, time.Time, []alert.Alert) error { return nil }, OnRecord: seen.record, Log: testLog(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		r := &running{a: a, cancel: cancel, done: make(chan struct{})}
+		go func() {
+			defer close(r.done)
+			if err := a.Run(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+		t.Cleanup(func() { cancel(); <-r.done })
+		return r
+	}
+	owned := func(rs ...*running) []int64 {
+		var out []int64
+		for _, r := range rs {
+			out = append(out, r.a.Stats.Owned.Load())
+		}
+		return out
+	}
+	settled := func(limit time.Duration, maxEach int64, rs ...*running) bool {
+		return waitFor(limit, func() bool {
+			var sum int64
+			for _, n := range owned(rs...) {
+				if n == 0 || n > maxEach {
+					return false
+				}
+				sum += n
+			}
+			return sum == 8
+		})
+	}
+	a, b := start("an-a"), start("an-b")
+	if !settled(20*time.Second, 4, a, b) {
+		t.Fatalf("two analyzers: owned %v, want 4 and 4", owned(a, b))
+	}
+	c := start("an-c")
+	if !settled(20*time.Second, 3, a, b, c) {
+		t.Fatalf("after a third joined: owned %v, want each at most ⌈8/3⌉ = 3 and all 8 owned", owned(a, b, c))
+	}
+	t.Logf("scaled out: owned %v", owned(a, b, c))
+	stopped := time.Now()
+	c.cancel()
+	<-c.done
+	if !settled(20*time.Second, 4, a, b) {
+		t.Fatalf("after one stopped: owned %v, want 4 and 4", owned(a, b))
+	}
+	// Released, not lapsed: the time is logged, not asserted (a loaded
+	// machine stretches it), for comparison with the lease TTL.
+	t.Logf("scaled in: owned %v, %v after the stop (lease TTL %v)", owned(a, b), time.Since(stopped).Round(10*time.Millisecond), cfg.Fleet.LeaseTTL.Duration)
+	acked := publishAll(t, url, cfg, 100)
+	if !waitFor(30*time.Second, func() bool { return uint64(seen.len()) == acked }) {
+		t.Fatalf("processed %d of %d records published after scaling", seen.len(), acked)
+	}
+}
