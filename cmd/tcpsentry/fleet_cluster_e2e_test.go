@@ -17,8 +17,6 @@ import (
 	"github.com/tcpsentry/tcpsentry/internal/alert"
 	"github.com/tcpsentry/tcpsentry/internal/fleet"
 	"github.com/tcpsentry/tcpsentry/internal/fleet/natstest"
-	"github.com/tcpsentry/tcpsentry/internal/flow"
-	"github.com/tcpsentry/tcpsentry/internal/model"
 )
 
 // subjectAlerts reads every alert on tcpsentry.fleet.alert.
@@ -150,23 +148,7 @@ func TestFleetClusterEndToEnd(t *testing.T) {
 	t.Logf("partitions owned: an0 %v, an1 %v; killing NATS node 1", owned(analyzers[0]), owned(analyzers[1]))
 	c.Kill(1)
 
-	var sentries []*daemon
-	var records []float64
-	for _, host := range []string{"sentry-a", "sentry-b", "sentry-c"} {
-		input, err := filepath.Abs(filepath.Join("..", "..", "internal", "fleet", "testdata", "recorded", host+".pcap"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		if _, err := flow.Run(t.Context(), flow.Input{Paths: []string{input}, Emit: func(*model.Conn) { n++ },
-			Warn: func(err error) { t.Errorf("%s: %v", input, err) }}); err != nil {
-			t.Fatal(err)
-		}
-		records = append(records, float64(n))
-		cfg := write(host+".yaml", fleetCfg+"  host: "+host+"\nsinks:\n  stdout: {enabled: false}\n"+
-			"watch:\n  interval: 1h\n  metrics_listen: 127.0.0.1:0\n  grace: 2s\n  store: "+filepath.Join(dir, host+".db")+"\n")
-		sentries = append(sentries, startWatch(t, "--config", cfg, "--read", input))
-	}
+	sentries, records := startRecordedSentries(t, dir, fleetCfg)
 	for i, d := range sentries {
 		waitMetric(t, d, d.metricsAddr(t), "tcpsentry_fleet_records_acked_total", records[i], 90*time.Second)
 	}

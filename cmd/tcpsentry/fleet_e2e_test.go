@@ -80,24 +80,10 @@ func TestFleetEndToEnd(t *testing.T) {
 	// address, receives ten refused probes from one scanner, and takes
 	// part in a lateral-movement chain. They are `tcpsentry watch --read
 	// FILE --publish` processes.
-	var sentries []*daemon
-	var records []float64
+	sentries, records := startRecordedSentries(t, dir, fleetCfg)
 	total := 0
-	for _, host := range []string{"sentry-a", "sentry-b", "sentry-c"} {
-		input, err := filepath.Abs(filepath.Join("..", "..", "internal", "fleet", "testdata", "recorded", host+".pcap"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		if _, err := flow.Run(t.Context(), flow.Input{Paths: []string{input}, Emit: func(*model.Conn) { n++ },
-			Warn: func(err error) { t.Errorf("%s: %v", input, err) }}); err != nil {
-			t.Fatal(err)
-		}
-		records = append(records, float64(n))
-		total += n
-		cfg := write(host+".yaml", fleetCfg+"  host: "+host+"\nsinks:\n  stdout: {enabled: false}\n"+
-			"watch:\n  interval: 1h\n  metrics_listen: 127.0.0.1:0\n  grace: 2s\n  store: "+filepath.Join(dir, host+".db")+"\n")
-		sentries = append(sentries, startWatch(t, "--config", cfg, "--read", input))
+	for _, n := range records {
+		total += int(n)
 	}
 
 	type line struct{ ID, Detector, Title string }
@@ -161,4 +147,34 @@ func TestFleetEndToEnd(t *testing.T) {
 			t.Errorf("alert %s delivered %d times", id, n)
 		}
 	}
+}
+
+// startRecordedSentries starts three `tcpsentry watch --read <recorded
+// capture> --publish` sentries (internal/fleet/testdata/recorded, real
+// traffic captured by lab/fleet-record.sh) with fleetCfg's fleet section,
+// and returns them with the number of records each capture holds.
+func startRecordedSentries(t *testing.T, dir, fleetCfg string) ([]*daemon, []float64) {
+	t.Helper()
+	var sentries []*daemon
+	var records []float64
+	for _, host := range []string{"sentry-a", "sentry-b", "sentry-c"} {
+		input, err := filepath.Abs(filepath.Join("..", "..", "internal", "fleet", "testdata", "recorded", host+".pcap"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		if _, err := flow.Run(t.Context(), flow.Input{Paths: []string{input}, Emit: func(*model.Conn) { n++ },
+			Warn: func(err error) { t.Errorf("%s: %v", input, err) }}); err != nil {
+			t.Fatal(err)
+		}
+		records = append(records, float64(n))
+		cfg := filepath.Join(dir, host+".yaml")
+		body := fleetCfg + "  host: " + host + "\nsinks:\n  stdout: {enabled: false}\n" +
+			"watch:\n  interval: 1h\n  metrics_listen: 127.0.0.1:0\n  grace: 2s\n  store: " + filepath.Join(dir, host+".db") + "\n"
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sentries = append(sentries, startWatch(t, "--config", cfg, "--read", input))
+	}
+	return sentries, records
 }

@@ -74,34 +74,21 @@ func streamIDs(t testing.TB, url string) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, ConnStream, jetstream.OrderedConsumerConfig{})
+	return storedIDs(t, js)
+}
+
+// initServer is a restartable server with the fleet's streams.
+func initServer(t testing.TB) *restartableServer {
+	t.Helper()
+	srv := newRestartableServer(t)
+	js, err := jetstream.New(connect(t, srv.url()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := js.Stream(ctx, ConnStream)
-	if err != nil {
+	if err := Init(t.Context(), js, testConfig(t, 4).Fleet); err != nil {
 		t.Fatal(err)
 	}
-	total := info.CachedInfo().State.Msgs
-	ids := map[string]int{}
-	for n := uint64(0); n < total; {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			ids[m.Headers().Get(jetstream.MsgIDHeader)]++
-			got++
-		}
-		if got == 0 {
-			t.Fatalf("stream has %d messages, read %d", total, n)
-		}
-		n += uint64(got)
-	}
-	return ids
+	return srv
 }
 
 // TestPublisherOutageAndRestart: records published while the broker is
@@ -109,15 +96,7 @@ func streamIDs(t testing.TB, url string) map[string]int {
 // sentry stops (records still unacknowledged), starts again on the same
 // spool after the broker is back, and every record is stored exactly once.
 func TestPublisherOutageAndRestart(t *testing.T) {
-	srv := newRestartableServer(t)
-	cfg := testConfig(t, 4)
-	js, err := jetstream.New(connect(t, srv.url()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Init(t.Context(), js, cfg.Fleet); err != nil {
-		t.Fatal(err)
-	}
+	srv := initServer(t)
 	dir := t.TempDir()
 	run := func(recs []*model.Conn, grace time.Duration, during func(p *ConnPublisher)) *ConnPublisher {
 		spool, err := OpenSpool(dir, 1<<30)
@@ -190,15 +169,7 @@ func TestPublisherOutageAndRestart(t *testing.T) {
 // than the client's publish timeout and comes back; one publisher, never
 // restarted, delivers every record once.
 func TestPublisherRidesOutOutage(t *testing.T) {
-	srv := newRestartableServer(t)
-	cfg := testConfig(t, 4)
-	js, err := jetstream.New(connect(t, srv.url()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := Init(t.Context(), js, cfg.Fleet); err != nil {
-		t.Fatal(err)
-	}
+	srv := initServer(t)
 	spool, err := OpenSpool(t.TempDir(), 1<<30)
 	if err != nil {
 		t.Fatal(err)
