@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +26,11 @@ type publisher struct {
 	host  string
 	stop  context.CancelFunc
 	done  sync.WaitGroup
+	// stopped is set when the publisher ended on its own (an unreadable
+	// spool); congested when a record last waited for room in vain. Only
+	// the watch loop calls record, so congested needs no lock.
+	stopped   atomic.Bool
+	congested bool
 }
 
 // startPublish connects when fleet.urls (or --publish) is set and opens
@@ -73,7 +79,8 @@ func (w *watcher) startPublish(storePath string) (*publisher, error) {
 	p.stop = cancel
 	p.done.Go(func() {
 		if err := cp.Run(ctx, p.queue, w.cfg.Watch.Grace.Duration); err != nil {
-			w.log.Error("fleet publisher stopped", "err", err)
+			p.stopped.Store(true)
+			w.log.Error("fleet publisher stopped; records are no longer published", "err", err)
 		}
 	})
 	w.log.Info("publishing to NATS JetStream", "servers", fmt.Sprint(fc.URLs), "host", p.host, "partitions", fc.Partitions, "spool", dir)
@@ -90,14 +97,22 @@ func (p *publisher) record(c *model.Conn) {
 	}
 	select {
 	case p.queue <- c:
+		p.congested = false
 		return
 	default:
+	}
+	// Once a wait has failed, or with the publisher gone, drop at once
+	// until the queue takes records again: one stall, not one per record.
+	if p.congested || p.stopped.Load() {
+		p.conns.Stats.Dropped.Add(1)
+		return
 	}
 	t := time.NewTimer(queueWait)
 	defer t.Stop()
 	select {
 	case p.queue <- c:
 	case <-t.C:
+		p.congested = true
 		p.conns.Stats.Dropped.Add(1)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpsentry/tcpsentry/internal/fleet"
 	"github.com/tcpsentry/tcpsentry/internal/metrics"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 )
@@ -93,4 +94,39 @@ func testutilCounter(t *testing.T, m *metrics.Metrics, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestPublisherQueueStallsOnce: with the queue in front of the spool full,
+// one record waits for room and is dropped; the next ones are dropped at
+// once (the watch loop stalls once, not once per record) until the queue
+// takes records again.
+func TestPublisherQueueStallsOnce(t *testing.T) {
+	p := &publisher{conns: &fleet.ConnPublisher{}, queue: make(chan *model.Conn, 1)}
+	c := &model.Conn{UID: "C1"}
+	p.record(c) // fills the queue
+	start := time.Now()
+	p.record(c)
+	waited := time.Since(start)
+	start = time.Now()
+	for range 100 {
+		p.record(c)
+	}
+	burst := time.Since(start)
+	if d := p.conns.Stats.Dropped.Load(); d != 101 {
+		t.Fatalf("dropped %d, want 101", d)
+	}
+	if !p.congested || burst >= waited {
+		t.Fatalf("congested %v; one record waited %v, the next 100 took %v: they should not wait", p.congested, waited, burst)
+	}
+	<-p.queue
+	p.record(c)
+	if p.congested || len(p.queue) != 1 {
+		t.Fatalf("after room was made: congested %v, queued %d", p.congested, len(p.queue))
+	}
+	p.stopped.Store(true)
+	start = time.Now()
+	p.record(c)
+	if p.conns.Stats.Dropped.Load() != 102 || time.Since(start) >= waited {
+		t.Fatalf("with the publisher stopped a record must be dropped at once")
+	}
 }
