@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ type publisher struct {
 	// the watch loop calls record, so congested needs no lock.
 	stopped   atomic.Bool
 	congested bool
+	log       *slog.Logger
 }
 
 // startPublish connects when fleet.urls (or --publish) is set and opens
@@ -74,7 +76,7 @@ func (w *watcher) startPublish(storePath string) (*publisher, error) {
 		return nil, err
 	}
 	registerPublisherMetrics(w.metrics, cp)
-	p := &publisher{nc: nc, conns: cp, queue: make(chan *model.Conn, fc.PublishBuffer), host: fleet.HostToken(host)}
+	p := &publisher{nc: nc, conns: cp, queue: make(chan *model.Conn, fc.PublishBuffer), host: fleet.HostToken(host), log: w.log}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
 	p.done.Go(func() {
@@ -113,7 +115,10 @@ func (p *publisher) record(c *model.Conn) {
 	case p.queue <- c:
 	case <-t.C:
 		p.congested = true
-		p.conns.Stats.Dropped.Add(1)
+		n := p.conns.Stats.Dropped.Add(1)
+		if p.log != nil {
+			p.log.Warn("records dropped: the fleet spool does not keep up", "dropped_total", n)
+		}
 	}
 }
 
