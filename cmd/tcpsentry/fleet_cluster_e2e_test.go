@@ -19,8 +19,9 @@ import (
 	"github.com/tcpsentry/tcpsentry/internal/fleet/natstest"
 )
 
-// subjectAlerts reads every alert on tcpsentry.fleet.alert.
-func subjectAlerts(t *testing.T, urls []string) []alert.Alert {
+// subjectAlerts reads every alert on subject (tcpsentry.fleet.alert, or
+// a sentry's tcpsentry.alert.<host>).
+func subjectAlerts(t *testing.T, urls []string, subject string) []alert.Alert {
 	t.Helper()
 	nc, err := fleet.Connect(fleet.ConnectOptions{URLs: urls, Name: "reader"})
 	if err != nil {
@@ -32,17 +33,17 @@ func subjectAlerts(t *testing.T, urls []string) []alert.Alert {
 	// without end while the cluster is electing leaders.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	cons, err := js.CreateConsumer(ctx, fleet.AlertStream, jetstream.ConsumerConfig{FilterSubject: fleet.FleetAlertSubject,
+	cons, err := js.CreateConsumer(ctx, fleet.AlertStream, jetstream.ConsumerConfig{FilterSubject: subject,
 		AckPolicy: jetstream.AckNonePolicy, DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: time.Minute})
 	if err != nil {
-		t.Logf("reading %s: %v", fleet.FleetAlertSubject, err)
+		t.Logf("reading %s: %v", subject, err)
 		return nil
 	}
 	var out []alert.Alert
 	for range 100 {
 		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
-			t.Logf("reading %s: %v", fleet.FleetAlertSubject, err)
+			t.Logf("reading %s: %v", subject, err)
 			return out
 		}
 		n := 0
@@ -50,7 +51,7 @@ func subjectAlerts(t *testing.T, urls []string) []alert.Alert {
 			n++
 			var a alert.Alert
 			if err := json.Unmarshal(m.Data(), &a); err != nil {
-				t.Fatalf("%s: %v", fleet.FleetAlertSubject, err)
+				t.Fatalf("%s: %v", subject, err)
 			}
 			out = append(out, a)
 		}
@@ -159,7 +160,7 @@ func TestFleetClusterEndToEnd(t *testing.T) {
 
 	var as []alert.Alert
 	waitFor(t, 2*time.Minute, "fleet-destination, fleet-scan and fleet-lateral-chain on tcpsentry.fleet.alert", func() bool {
-		as = subjectAlerts(t, []string{c.URLs[0], c.URLs[2]})
+		as = subjectAlerts(t, []string{c.URLs[0], c.URLs[2]}, fleet.FleetAlertSubject)
 		got := map[string]bool{}
 		for _, a := range as {
 			got[a.Detector] = true

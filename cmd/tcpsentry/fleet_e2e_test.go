@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpsentry/tcpsentry/internal/fleet"
 	"github.com/tcpsentry/tcpsentry/internal/flow"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 	"github.com/tcpsentry/tcpsentry/internal/testenv"
@@ -75,6 +77,17 @@ func TestFleetEndToEnd(t *testing.T) {
 		analyzers = append(analyzers, startDaemon(t, "fleet", "--config", cfg, "--name", fmt.Sprint("an", i)))
 	}
 
+	// Settled before the records come: a rebalancing mid-run hands a
+	// partition over, and its new owner re-raises from the replay what the
+	// old one had delivered (same id; TestFleetClusterEndToEnd covers it).
+	owned := func(d *daemon) float64 {
+		v, _ := metricValue(httpGet(t, "http://"+d.metricsAddr(t)+"/metrics"), "tcpsentry_fleet_partitions_owned")
+		return v
+	}
+	waitFor(t, 30*time.Second, "the two analyzers owning 2 partitions each", func() bool {
+		return owned(analyzers[0]) == 2 && owned(analyzers[1]) == 2
+	})
+
 	// Three sentries publish what their hosts recorded (real traffic,
 	// captured by lab/fleet-record.sh): each beacons to one external
 	// address, receives ten refused probes from one scanner, and takes
@@ -107,9 +120,21 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 		return seen["fleet-destination"] && seen["fleet-scan"] && seen["fleet-lateral-chain"]
 	})
-	// Every record acknowledged by the stream, as the sentries count it.
+	// Every record acknowledged by the stream, as the sentries count it,
+	// and each sentry's own finding (the vertical scan of its host) on its
+	// alert subject.
 	for i, d := range sentries {
 		waitMetric(t, d, d.metricsAddr(t), "tcpsentry_fleet_records_acked_total", records[i], 20*time.Second)
+		host := []string{"sentry-a", "sentry-b", "sentry-c"}[i]
+		waitFor(t, 20*time.Second, "the scan alert of "+host+" on "+fleet.AlertSubject(host), func() bool {
+			for _, a := range subjectAlerts(t, []string{url}, fleet.AlertSubject(host)) {
+				if a.Detector == "scan" && strings.Contains(a.Title, netip.AddrFrom4([4]byte{10, 0, byte(i + 1), 10}).String()) {
+					return true
+				}
+				t.Logf("on %s: %s %q dst %v", fleet.AlertSubject(host), a.Detector, a.Title, a.Dst)
+			}
+			return false
+		})
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		<-d.done
 		if d.err != nil {
