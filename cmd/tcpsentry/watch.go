@@ -161,6 +161,12 @@ func (w *watcher) run(ctx context.Context, once bool) error {
 	}
 	w.live.apply(cfg)
 	w.cfg = cfg
+	for _, f := range w.live.read {
+		// A mistyped path fails the start, not a log line later.
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("--read: %w", err)
+		}
+	}
 	if !once && w.sources == nil {
 		w.sources = append(buildSources(cfg, w.metrics, w.log), w.live.fileSources(w.log)...)
 	}

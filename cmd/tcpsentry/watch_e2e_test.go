@@ -567,3 +567,11 @@ func TestWatchStdoutClosed(t *testing.T) {
 		t.Fatalf("watch died with stdout closed: %v", d.err)
 	}
 }
+
+func TestWatchReadMissingFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.pcap")
+	_, errOut, code := run(t, "watch", "--read", missing, "--store", filepath.Join(t.TempDir(), "s.db"))
+	if code != 2 || !strings.Contains(errOut, "--read") || !strings.Contains(errOut, missing) {
+		t.Fatalf("watch --read of a missing file: exit %d, stderr %q; want exit 2 naming the flag and the file", code, errOut)
+	}
+}
