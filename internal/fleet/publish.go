@@ -357,10 +357,14 @@ func (f failedFuture) Err() <-chan error            { return f.err }
 func (f failedFuture) Msg() *nats.Msg               { return nil }
 
 // AlertSink publishes alerts to a subject as a sink.Sink, so that the
-// store's outbox retries them across broker outages. The Nats-Msg-Id is the
-// alert id and severity: a redelivery, or the same finding raised again by
-// another analyzer after a failover, is stored once within the dedup
-// window, while a rise in severity passes.
+// store's outbox retries them across broker outages. The Nats-Msg-Id is
+// the subject, the alert id and the severity: a redelivery, or the same
+// finding raised again by another analyzer after a failover, is stored
+// once within the dedup window, while a rise in severity passes. The
+// subject is part of it because JetStream dedupes per stream, not per
+// subject, and a sentry's traffic finding and the fleet's finding of the
+// same traffic share an id (a hash of detector and entity): without it
+// one of the two publications would be dropped.
 type AlertSink struct {
 	js      jetstream.JetStream
 	subject string
@@ -386,11 +390,16 @@ func (s *AlertSink) Send(ctx context.Context, a alert.Alert) error {
 	}
 	m := nats.NewMsg(s.subject)
 	m.Data = body
-	_, err = s.js.PublishMsg(ctx, m, jetstream.WithMsgID(a.ID+"/"+a.Severity.String()))
+	_, err = s.js.PublishMsg(ctx, m, jetstream.WithMsgID(AlertMsgID(s.subject, a)))
 	if err != nil {
 		return fmt.Errorf("nats %s: %w", s.subject, err)
 	}
 	return nil
+}
+
+// AlertMsgID is the Nats-Msg-Id of alert a published on subject.
+func AlertMsgID(subject string, a alert.Alert) string {
+	return subject + "/" + a.ID + "/" + a.Severity.String()
 }
 
 // Close implements sink.Sink; the connection belongs to the caller.

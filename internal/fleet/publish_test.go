@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tcpsentry/tcpsentry/internal/alert"
 	"github.com/tcpsentry/tcpsentry/internal/fleet/natstest"
 	"github.com/tcpsentry/tcpsentry/internal/model"
 )
@@ -211,4 +212,45 @@ func TestPublisherRidesOutOutage(t *testing.T) {
 		t.Fatalf("dropped %d backlog %d retried %d: want 0, 0 and some retries", p.Stats.Dropped.Load(), p.Backlog(), p.Stats.Retried.Load())
 	}
 	t.Logf("12,000 records across a 6 s outage: all stored once; %d published, %d retried", p.Stats.Published.Load(), p.Stats.Retried.Load())
+}
+
+// TestAlertSinkDedup: the same alert sent twice on one subject is stored
+// once (a redelivery, a failover), a severity rise passes, and a sentry's
+// alert and the fleet's alert with the same id are both stored: the
+// stream dedupes across its subjects.
+func TestAlertSinkDedup(t *testing.T) {
+	srv := initServer(t)
+	nc := connect(t, srv.url())
+	sentry, err := NewAlertSink(nc, AlertSubject("sentry-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fleetSink, err := NewAlertSink(nc, FleetAlertSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := alert.Alert{ID: "0123456789abcdef", Detector: "scan", Title: "vertical SYN scan of 10.0.1.10: 10 ports",
+		Severity: alert.Medium, Confidence: 0.9, FirstSeen: scenarioStart, LastSeen: scenarioStart}
+	higher := a
+	higher.Severity = alert.High
+	for _, step := range []struct {
+		s *AlertSink
+		a alert.Alert
+	}{{sentry, a}, {sentry, a}, {fleetSink, a}, {fleetSink, a}, {fleetSink, higher}} {
+		if err := step.s.Send(t.Context(), step.a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(t.Context(), AlertStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Msgs; got != 3 {
+		t.Fatalf("%d alerts stored, want 3 (the sentry's, the fleet's, the fleet's at high)", got)
+	}
 }
