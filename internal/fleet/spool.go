@@ -140,6 +140,14 @@ func (s *Spool) recover() error {
 		if err := os.Truncate(s.segPath(last), good); err != nil {
 			return fmt.Errorf("spool: cutting torn tail: %w", err)
 		}
+		if count == 0 {
+			// Created but never completed a frame: the writer starts a
+			// segment of the same name again.
+			if err := os.Remove(s.segPath(last)); err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			s.segs = s.segs[:n-1]
+		}
 		s.next = max(last+count, cursor)
 		if last+count < cursor { // everything spooled was acknowledged
 			for _, first := range s.segs {

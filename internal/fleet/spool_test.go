@@ -187,6 +187,50 @@ func TestSpoolTornTail(t *testing.T) {
 	}
 }
 
+// TestSpoolEmptyLastSegment: a crash right after a new segment was
+// created (or with its only frame torn) leaves an empty last segment; the
+// reopened spool must not list that segment twice when it writes a new
+// one of the same name, nor delete the file it writes.
+func TestSpoolEmptyLastSegment(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.segMax = 2048
+	appendN(t, s, 0, 40)
+	s.lock.Close() // crash
+	segs := segments(t, dir)
+	// The next segment, created but holding only a torn frame.
+	next := filepath.Join(dir, fmt.Sprintf("%020d%s", 40, segmentExt))
+	if err := os.WriteFile(next, []byte{9, 0, 0}, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenSpool(dir, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.segMax = 2048
+	if s.Backlog() != 40 {
+		t.Fatalf("backlog %d, want 40", s.Backlog())
+	}
+	appendN(t, s, 40, 40)
+	s.Ack(80)
+	if err := s.SaveCursor(); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, 80, 5)
+	if got := readAll(t, s, 80); got != 5 {
+		t.Fatalf("after acknowledging everything, read %d new records, want 5", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(segments(t, dir)); n == 0 || n > len(segs)+2 {
+		t.Fatalf("%d segments left", n)
+	}
+}
+
 func appendBytes(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
