@@ -163,6 +163,7 @@ func startBackground(t *testing.T, name string, args ...string) (*exec.Cmd, io.W
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	cmd := exec.CommandContext(ctx, name, args...)
+	testenv.DieWithParent(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		cancel()

@@ -53,6 +53,7 @@ func (n *natsProc) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.po
 func (n *natsProc) start() {
 	n.t.Helper()
 	n.cmd = exec.Command(n.bin, "-a", "127.0.0.1", "-p", strconv.Itoa(n.port), "-js", "-sd", filepath.Join(n.dir, "js"))
+	testenv.DieWithParent(n.cmd)
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}

@@ -180,6 +180,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(binPath, args...)
+	testenv.DieWithParent(d.cmd)
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -542,6 +543,7 @@ func TestWatchStdoutClosed(t *testing.T) {
 	r.Close()
 	d := &daemon{stderr: &syncBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(binPath, "watch", "--config", cfgPath)
+	testenv.DieWithParent(d.cmd)
 	d.cmd.Stdout, d.cmd.Stderr = w, d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

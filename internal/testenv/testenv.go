@@ -6,6 +6,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 )
 
@@ -36,4 +37,14 @@ func NeedTool(t testing.TB, name string) string {
 	p, err := exec.LookPath(name)
 	Need(t, err == nil, name+" not on PATH")
 	return p
+}
+
+// DieWithParent makes cmd's process get SIGKILL when the test process
+// dies, so that a test killed by its -timeout (which runs no cleanups)
+// leaves no servers or daemons behind.
+func DieWithParent(cmd *exec.Cmd) {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 }

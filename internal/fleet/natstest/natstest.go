@@ -72,6 +72,7 @@ cluster { name: tsfleet, listen: 127.0.0.1:%d, routes: [%s] }
 			t.Fatal(err)
 		}
 		cmd := exec.Command(bin, "-c", path)
+		testenv.DieWithParent(cmd)
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
