@@ -126,9 +126,13 @@ type analyzeOptions struct {
 	model     string
 }
 
+// defaultMaxFlows bounds the flow table of a capture read from a file
+// (analyze --max-flows, watch --read).
+const defaultMaxFlows = 1 << 20
+
 func (o *analyzeOptions) register(f *pflag.FlagSet) {
 	f.BoolVar(&o.checksums, "checksums", false, "validate checksums and drop bad packets, as Zeek does without -C")
-	f.IntVar(&o.maxFlows, "max-flows", 1<<20, "flow table bound; the least recently active flow is emitted early when full (memory stays flat at the bound)")
+	f.IntVar(&o.maxFlows, "max-flows", defaultMaxFlows, "flow table bound; the least recently active flow is emitted early when full (memory stays flat at the bound)")
 	f.StringVar(&o.storePath, "store", "", "SQLite store holding the learned traffic model (default: store.path from the config); never created by analyze")
 	f.BoolVar(&o.noStore, "no-store", false, "do not read the learned traffic model: packet-size and anomaly stay quiet")
 	f.StringVar(&o.model, "model", "traffic", "name of the learned traffic model (tcpsentry baseline learn --model)")

@@ -189,7 +189,7 @@ func (s *fileSource) Name() string { return "read:" + s.path }
 func (s *fileSource) Run(ctx context.Context, out chan<- *model.Conn) error {
 	n, warned := 0, 0
 	start := time.Now()
-	ok := readInput(ctx, s.path, &analyzeOptions{maxFlows: 1 << 20}, func(c *model.Conn) {
+	ok := readInput(ctx, s.path, &analyzeOptions{maxFlows: defaultMaxFlows}, func(c *model.Conn) {
 		select {
 		case out <- c:
 			n++
