@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,7 +15,6 @@ import (
 	"github.com/tcpsentry/tcpsentry/internal/fleet"
 	"github.com/tcpsentry/tcpsentry/internal/flow"
 	"github.com/tcpsentry/tcpsentry/internal/model"
-	"github.com/tcpsentry/tcpsentry/internal/testenv"
 )
 
 // TestFleetEndToEnd runs the commands as a user would: a JetStream
@@ -28,30 +25,10 @@ import (
 // fleet-lateral-chain findings, each once; the sentries' and analyzers'
 // /metrics must account for every record.
 func TestFleetEndToEnd(t *testing.T) {
-	bin := testenv.NeedTool(t, "nats-server")
+	n := newNATS(t)
+	n.start()
+	url := n.url()
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	srv := exec.Command(bin, "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-js", "-sd", filepath.Join(dir, "js"))
-	testenv.DieWithParent(srv)
-	var srvLog bytes.Buffer
-	srv.Stdout, srv.Stderr = &srvLog, &srvLog
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	waitFor(t, 10*time.Second, "nats-server listening", func() bool {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	})
 
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
