@@ -81,7 +81,8 @@ Fleet alerts are committed to the analyzer's store (fleet.store, else
 store.path) and delivered through its outbox to the configured sinks and
 to tcpsentry.fleet.alert, at least once, with stable ids. Prometheus
 metrics (records processed, redelivered, replayed; partitions owned;
-deliveries) are served on fleet.metrics_listen. See docs/fleet.md. Create the streams first with 'tcpsentry fleet init'.`,
+deliveries) are served on fleet.metrics_listen. See docs/fleet.md.
+Create the streams first with 'tcpsentry fleet init'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := ff.load(cmd)
